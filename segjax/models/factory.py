@@ -1,0 +1,158 @@
+"""Builds models by name, checking every option with an error that names it and its valid values."""
+
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from segjax.models.decoders.block import ATTENTIONS, DecoderBlock
+from segjax.models.decoders.unet import UNetDecoder
+from segjax.models.decoders.unetpp import UNetPlusPlusDecoder
+from segjax.models.encoders.ghostnet import GHOSTNETS, GhostNetClassifier, GhostNetEncoder
+from segjax.models.encoders.plain import PAPER_FILTERS, PlainEncoder
+from segjax.models.encoders.resnet import RESNETS, ResNetClassifier, ResNetEncoder
+from segjax.models.layers import DoubleConv, GhostDoubleConv, conv
+from segjax.models.segmentation import SegmentationModel
+
+ENCODERS = {
+    **{name: (ResNetEncoder, ResNetClassifier, kwargs) for name, kwargs in RESNETS.items()},
+    **{name: (GhostNetEncoder, GhostNetClassifier, kwargs) for name, kwargs in GHOSTNETS.items()},
+}
+DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+DECODER_BLOCKS = ("conv", "ghost")
+NORMS = (None, "batch")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+_BACKBONE_OPTIONS = dict(encoder_depth=5, decoder_channels=None, attention=None,
+                         decoder_block="conv", dtype="float32")
+_PAPER_OPTIONS = dict(filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32")
+_NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
+# Each architecture's options and their defaults.
+ARCHS = {
+    "unet": _BACKBONE_OPTIONS,
+    "unetpp": {**_BACKBONE_OPTIONS, **_NESTED_OPTIONS},
+    "unet_paper": _PAPER_OPTIONS,
+    "unetpp_paper": {**_PAPER_OPTIONS, **_NESTED_OPTIONS},
+}
+
+
+def _choice(key: str, value: Any, valid) -> Any:
+    if value not in valid:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of {list(valid)}")
+    return value
+
+
+def _int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ValueError(f"{key}={value!r} is not valid; it must be an integer {bound}")
+    return value
+
+
+def _dtype(value: Any):
+    name = jnp.dtype(value).name if not isinstance(value, str) else value
+    return DTYPES[_choice("dtype", name, DTYPES)]
+
+
+def _channels(key: str, value: Any, length: int) -> tuple[int, ...]:
+    channels = tuple(value)
+    if len(channels) != length or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
+        raise ValueError(f"{key}={value!r} is not valid; it must be {length} positive integers")
+    return channels
+
+
+def _options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
+    defaults = ARCHS[_choice("arch", arch, ARCHS)]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for arch {arch!r}; valid options are "
+                         f"{sorted(defaults)}")
+    return {**defaults, **options}
+
+
+def _prune_level(options: dict[str, Any], num_levels: int) -> int | None:
+    level = options.get("prune_level")
+    return None if level is None else _int_in("prune_level", level, 1, num_levels - 1)
+
+
+def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
+                 in_channels: int = 3, **options: Any) -> SegmentationModel:
+    """A segmentation model: ``arch`` in ``ARCHS``; ``encoder`` in ``ENCODERS`` for 'unet' and
+    'unetpp' and None for the paper models, which have their own plain encoder.
+
+    Options (defaults in ``ARCHS``): ``encoder_depth`` 3-5; ``decoder_channels`` one per decoder
+    block, deepest first (default: the last ``encoder_depth`` of 256, 128, 64, 32, 16);
+    ``attention`` None or 'scse'; ``decoder_block`` 'conv' or 'ghost'; ``dtype`` of the
+    computation ('float32' or 'bfloat16'; parameters stay float32); for U-Net++
+    ``deep_supervision`` and ``prune_level`` 1..depth-1; for the paper models ``filters``,
+    ``dropout`` and ``norm`` (None or 'batch').
+    """
+    options = _options(arch, options)
+    num_classes = _int_in("num_classes", num_classes, 1)
+    in_channels = _int_in("in_channels", in_channels, 1)
+    dtype = _dtype(options["dtype"])
+    nested = arch.startswith("unetpp")
+
+    if arch.endswith("_paper"):
+        if encoder is not None:
+            raise ValueError(f"arch {arch!r} has its own plain encoder; got encoder={encoder!r}, "
+                             "use encoder=None")
+        filters = tuple(options["filters"])
+        num_levels = len(_channels("filters", filters, len(filters)))
+        if num_levels < 2:
+            raise ValueError(f"filters={filters!r} is not valid; it needs at least 2 levels")
+        dropout = float(options["dropout"])
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
+        norm = _choice("norm", options["norm"], NORMS)
+        prune_level = _prune_level(options, num_levels) if nested else None
+        enc = PlainEncoder(filters, num_levels if prune_level is None else prune_level + 1, norm,
+                           dropout, dtype)
+        unit = partial(DoubleConv, norm=norm, dropout=dropout, dtype=dtype)
+        block = partial(DecoderBlock, unit=unit, upsample="transpose", dtype=dtype)
+        head = partial(conv, num_classes, 1, use_bias=True, dtype=dtype)
+        decoder_channels = filters[-2::-1]
+        final_upsample = False
+    else:
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder={encoder!r} is not valid for arch {arch!r}; choose one of "
+                             f"{list(ENCODERS)}")
+        num_levels = _int_in("encoder_depth", options["encoder_depth"], 3, 5)
+        channels = options["decoder_channels"] or DEFAULT_DECODER_CHANNELS[-num_levels:]
+        decoder_channels = _channels("decoder_channels", channels, num_levels)
+        attention = _choice("attention", options["attention"], ATTENTIONS)
+        decoder_block = _choice("decoder_block", options["decoder_block"], DECODER_BLOCKS)
+        prune_level = _prune_level(options, num_levels) if nested else None
+        encoder_cls, _, kwargs = ENCODERS[encoder]
+        enc = encoder_cls(**kwargs, depth=num_levels if prune_level is None else prune_level + 1,
+                          dtype=dtype)
+        unit = (partial(DoubleConv, norm="batch", dtype=dtype) if decoder_block == "conv"
+                else partial(GhostDoubleConv, dtype=dtype))
+        block = partial(DecoderBlock, unit=unit, attention=attention, dtype=dtype)
+        head = partial(conv, num_classes, 3, use_bias=True, dtype=dtype)
+        final_upsample = True
+
+    deep_supervision = bool(options.get("deep_supervision", False))
+    if nested:
+        decoder = UNetPlusPlusDecoder(decoder_channels, block, head, num_levels, final_upsample,
+                                      deep_supervision, prune_level)
+    else:
+        decoder = UNetDecoder(decoder_channels, block, head, final_upsample)
+    return SegmentationModel(enc, decoder, in_channels, deep_supervision)
+
+
+def create_classifier(encoder: str, num_classes: int = 1000, dtype: Any = "float32") -> nn.Module:
+    """The ImageNet classifier of an encoder; ``apply(variables, x, train=...)`` -> (B, classes).
+
+    Its ``encoder`` sub-tree of parameters is the segmentation encoder's, so classifier weights
+    (e.g. ported from torchvision or timm) initialise segmentation models.
+    """
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder={encoder!r} is not valid; choose one of {list(ENCODERS)}")
+    num_classes = _int_in("num_classes", num_classes, 1)
+    dtype = _dtype(dtype)
+    encoder_cls, classifier_cls, kwargs = ENCODERS[encoder]
+    return classifier_cls(encoder_cls(**kwargs, dtype=dtype), num_classes, dtype=dtype)

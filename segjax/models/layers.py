@@ -1,0 +1,185 @@
+"""Building blocks shared by encoders and decoders.
+
+Convolutions use explicit, symmetric PyTorch-style padding (``kernel // 2`` on each side) rather
+than 'SAME', so that weights ported from torchvision or timm give the same outputs. BatchNorm uses
+PyTorch's defaults (momentum 0.1, i.e. Flax momentum 0.9; epsilon 1e-5) and keeps its running
+statistics in the ``batch_stats`` collection.
+"""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+ModuleDef = Callable[..., nn.Module]
+
+
+def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
+    """Rounds a channel count to a multiple of ``divisor`` without losing more than 10%.
+
+    The rule used by MobileNet, GhostNet and timm (``_make_divisible``).
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def hard_sigmoid(x: jax.Array) -> jax.Array:
+    """relu6(x + 3) / 6, the gate of GhostNet's squeeze-and-excitation."""
+    return jax.nn.relu6(x + 3.0) / 6.0
+
+
+def conv(
+    features: int,
+    kernel_size: int,
+    strides: int = 1,
+    groups: int = 1,
+    use_bias: bool = False,
+    dtype: Dtype = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
+    """A 2-D convolution padded like PyTorch's ``Conv2d(padding=kernel_size // 2)``."""
+    pad = kernel_size // 2
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(strides, strides),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        dtype=dtype,
+        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        name=name,
+    )
+
+
+def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's momentum and epsilon; batch statistics while training."""
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+    )
+
+
+class ConvBNAct(nn.Module):
+    """Convolution (no bias), BatchNorm, optional ReLU."""
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    groups: int = 1
+    relu: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = conv(self.features, self.kernel_size, self.strides, self.groups, dtype=self.dtype,
+                 name="conv")(x)
+        x = batch_norm(train, self.dtype, name="bn")(x)
+        return nn.relu(x) if self.relu else x
+
+
+class SqueezeExcite(nn.Module):
+    """GhostNet's squeeze-and-excitation: pool, 1x1 reduce, ReLU, 1x1 expand, hard-sigmoid gate."""
+
+    reduced_features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = conv(self.reduced_features, 1, use_bias=True, dtype=self.dtype, name="conv_reduce")(s)
+        s = nn.relu(s)
+        s = conv(x.shape[-1], 1, use_bias=True, dtype=self.dtype, name="conv_expand")(s)
+        return x * hard_sigmoid(s)
+
+
+class SCSE(nn.Module):
+    """Concurrent spatial and channel squeeze-and-excitation (Roy et al., 2018), as in smp."""
+
+    reduction: int = 16
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        c = jnp.mean(x, axis=(1, 2), keepdims=True)
+        c = nn.relu(conv(max(channels // self.reduction, 1), 1, use_bias=True, dtype=self.dtype,
+                         name="cse_reduce")(c))
+        c = nn.sigmoid(conv(channels, 1, use_bias=True, dtype=self.dtype, name="cse_expand")(c))
+        s = nn.sigmoid(conv(1, 1, use_bias=True, dtype=self.dtype, name="sse")(x))
+        return x * c + x * s
+
+
+class GhostModule(nn.Module):
+    """Ghost module (Han et al., CVPR 2020).
+
+    A primary convolution makes ``ceil(features / ratio)`` intrinsic maps; a cheap depthwise
+    convolution makes the "ghost" maps from them; both are concatenated and sliced to ``features``.
+    """
+
+    features: int
+    kernel_size: int = 1
+    ratio: int = 2
+    dw_size: int = 3
+    relu: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        init_features = math.ceil(self.features / self.ratio)
+        new_features = init_features * (self.ratio - 1)
+        x1 = conv(init_features, self.kernel_size, dtype=self.dtype, name="primary_conv")(x)
+        x1 = batch_norm(train, self.dtype, name="primary_bn")(x1)
+        x1 = nn.relu(x1) if self.relu else x1
+        x2 = conv(new_features, self.dw_size, groups=init_features, dtype=self.dtype,
+                  name="cheap_conv")(x1)
+        x2 = batch_norm(train, self.dtype, name="cheap_bn")(x2)
+        x2 = nn.relu(x2) if self.relu else x2
+        return jnp.concatenate([x1, x2], axis=-1)[..., : self.features]
+
+
+class DoubleConv(nn.Module):
+    """Two 3x3 convolutions, each followed by [BatchNorm], ReLU and [dropout].
+
+    With ``norm='batch'`` and no dropout this is the U-Net decoder block of smp; with ``norm=None``
+    and dropout 0.5 it is the ``standard_unit`` of the original U-Net++ code. Convolutions carry a
+    bias only when there is no BatchNorm after them.
+    """
+
+    features: int
+    norm: str | None = "batch"
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for index in (1, 2):
+            x = conv(self.features, 3, use_bias=self.norm is None, dtype=self.dtype,
+                     name=f"conv{index}")(x)
+            if self.norm == "batch":
+                x = batch_norm(train, self.dtype, name=f"bn{index}")(x)
+            x = nn.relu(x)
+            if self.dropout > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return x
+
+
+class GhostDoubleConv(nn.Module):
+    """``DoubleConv`` with each 3x3 convolution replaced by a Ghost module whose primary
+    convolution is 3x3 (as in the paper's Ghost-VGG): about half the parameters and MACs."""
+
+    features: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for index in (1, 2):
+            x = GhostModule(self.features, kernel_size=3, relu=True, dtype=self.dtype,
+                            name=f"ghost{index}")(x, train)
+        return x

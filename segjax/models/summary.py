@@ -1,0 +1,168 @@
+"""Parameters, MACs and a per-layer table of a model, from shapes alone (``jax.eval_shape``).
+
+MACs are the multiply-accumulates of convolutions, transposed convolutions and dense layers, per
+image: the convention of published figures (ResNet-50: 4.09 G at 224x224). Parameters are the
+trainable ones (the ``params`` collection); BatchNorm running statistics are not counted.
+
+    python -m segjax.models.summary --arch unetpp --encoder ghostnet_100 --size 256
+    python -m segjax.models.summary --arch classifier --encoder resnet50 --size 224
+    python -m segjax.models.summary --all --size 256      # the README's model table
+"""
+
+import argparse
+import ast
+import dataclasses
+import math
+import sys
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from segjax.models.factory import ARCHS, ENCODERS, create_classifier, create_model
+
+_COUNTED = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    path: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    input_shape: tuple[int, ...]
+    layers: list[Layer]
+    params: int
+    macs: int
+    module_outputs: dict[str, tuple[int, ...]]  # output shape of every module, by path
+
+    def table(self, depth: int | None = None) -> str:
+        """A text table, one row per layer, or per module ``depth`` levels deep."""
+        rows: dict[str, list] = {}
+        for layer in self.layers:
+            parts = layer.path.split("/")
+            key = "/".join(parts[:depth]) if depth else layer.path
+            kind = layer.kind if depth is None or len(parts) <= depth else "..."
+            output = self.module_outputs.get(key, layer.output_shape)
+            row = rows.setdefault(key, [key, kind, output, 0, 0])
+            row[3], row[4] = row[3] + layer.params, row[4] + layer.macs
+        header = ("layer", "type", "output", "params", "MACs")
+        body = [(p, k, "x".join(map(str, s[1:])), f"{n:,}", format_macs(m))
+                for p, k, s, n, m in rows.values()]
+        widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *body]]
+        lines.insert(1, "-" * len(lines[0]))
+        return "\n".join(lines)
+
+
+def format_macs(macs: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if macs >= scale:
+            return f"{macs / scale:.2f} {unit}"
+    return str(macs)
+
+
+def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
+    """Traces ``model.init`` on ``input_shape`` (batch first) without compiling or allocating."""
+    layers: list[Layer] = []
+    module_outputs: dict[str, tuple[int, ...]] = {}
+    batch = input_shape[0]
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if context.method_name == "__call__" and hasattr(out, "shape"):
+            module_outputs["/".join(module.path)] = tuple(out.shape)
+        if context.method_name == "__call__" and isinstance(module, _COUNTED):
+            params = module.variables.get("params", {})
+            macs = 0
+            if "kernel" in params:
+                shape = args[0].shape if isinstance(module, nn.ConvTranspose) else out.shape
+                macs = math.prod(shape[:-1]) * params["kernel"].size // batch
+            layers.append(Layer("/".join(module.path), type(module).__name__, tuple(out.shape),
+                                sum(p.size for p in jax.tree.leaves(params)), macs))
+        return out
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init(jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
+
+    variables = jax.eval_shape(init)
+    params = sum(p.size for p in jax.tree.leaves(variables["params"]))
+    return Summary(tuple(input_shape), layers, params, sum(layer.macs for layer in layers),
+                   module_outputs)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    return int(height), int(width or height)
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--option {text!r}: expected key=value")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def model_table(height: int, width: int) -> str:
+    """A Markdown table of every (arch, encoder) pair at its default options."""
+    lines = [f"| arch | encoder | params | MACs at {height}x{width} |", "|---|---|---:|---:|"]
+    pairs = [(a, e) for a in ("unet", "unetpp") for e in ENCODERS]
+    pairs += [("unet_paper", None), ("unetpp_paper", None)]
+    for arch, encoder in pairs:
+        s = summarize(create_model(arch, encoder), (1, height, width, 3))
+        lines.append(f"| {arch} | {encoder or '(plain)'} | {s.params:,} | {format_macs(s.macs)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m segjax.models.summary",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="unet", help=f"one of {[*ARCHS, 'classifier']}")
+    parser.add_argument("--encoder", default=None, help=f"one of {list(ENCODERS)}")
+    parser.add_argument("--size", type=_parse_size, default=(256, 256), help="N or HxW")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="default 1 for segmentation, 1000 for classifiers")
+    parser.add_argument("--in-channels", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=None,
+                        help="group the table by module path this many levels deep")
+    parser.add_argument("--option", type=_parse_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="a create_model option, e.g. prune_level=2")
+    parser.add_argument("--all", action="store_true",
+                        help="print a Markdown table of all models instead")
+    args = parser.parse_args(argv)
+    height, width = args.size
+    try:
+        if args.all:
+            print(model_table(height, width))
+            return 0
+        if args.arch == "classifier":
+            model = create_classifier(args.encoder, args.num_classes or 1000, **dict(args.option))
+        else:
+            model = create_model(args.arch, args.encoder, args.num_classes or 1,
+                                 args.in_channels, **dict(args.option))
+        summary = summarize(model, (1, height, width, args.in_channels))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    name = " / ".join(filter(None, [args.arch, args.encoder]))
+    print(f"{name} at {height}x{width}x{args.in_channels}\n")
+    print(summary.table(args.depth))
+    print(f"\nparams: {summary.params:,} (trainable)")
+    print(f"MACs:   {format_macs(summary.macs)} ({summary.macs:,}) per image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
