@@ -27,8 +27,10 @@ def build_encoder(name, depth):
 
 def feature_shapes(encoder, input_shape):
     variables = jax.eval_shape(lambda: encoder.init(jax.random.key(0), jnp.zeros(input_shape)))
-    return [f.shape for f in jax.eval_shape(lambda v: encoder.apply(v, jnp.zeros(input_shape)),
-                                            variables)]
+    return [
+        f.shape
+        for f in jax.eval_shape(lambda v: encoder.apply(v, jnp.zeros(input_shape)), variables)
+    ]
 
 
 def test_every_encoder_is_covered():
@@ -43,7 +45,9 @@ def test_feature_strides_and_channels(name, depth):
     expected_channels = EXPECTED_CHANNELS[name][:depth]
     assert encoder.channels == expected_channels
     assert encoder.strides == (2, 4, 8, 16, 32)[:depth]
-    assert shapes == [(2, 64 // s, 96 // s, c) for s, c in zip(encoder.strides, expected_channels)]
+    assert shapes == [
+        (2, 64 // s, 96 // s, c) for s, c in zip(encoder.strides, expected_channels, strict=True)
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -55,14 +59,23 @@ def test_any_number_of_input_channels(name, in_channels):
 
 def test_plain_encoder_keeps_full_resolution_first():
     encoder = PlainEncoder(filters=(8, 16, 32), depth=3)
-    assert feature_shapes(encoder, (1, 32, 32, 1)) == [(1, 32, 32, 8), (1, 16, 16, 16),
-                                                      (1, 8, 8, 32)]
+    assert feature_shapes(encoder, (1, 32, 32, 1)) == [
+        (1, 32, 32, 8),
+        (1, 16, 16, 16),
+        (1, 8, 8, 32),
+    ]
     assert encoder.strides == (1, 2, 4)
 
 
 def test_make_divisible_matches_ghostnet_rounding():
     assert [make_divisible(c * 0.5, 4) for c in (16, 24, 40, 112, 160, 960)] == [
-        8, 12, 20, 56, 80, 480]
+        8,
+        12,
+        20,
+        56,
+        80,
+        480,
+    ]
     assert [make_divisible(c * 1.3, 4) for c in (16, 24, 40, 112, 160)] == [20, 32, 52, 144, 208]
     assert make_divisible(3, 4) == 4  # never below the divisor
 

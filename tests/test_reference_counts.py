@@ -37,23 +37,29 @@ def test_classifier_param_counts(encoder, expected):
     assert num_params(variable_shapes(model, (1, 64, 64, 3))) == expected
 
 
-@pytest.mark.parametrize("arch,options,expected", [
-    ("unet_paper", {}, 7_759_521),
-    ("unetpp_paper", {}, 9_041_601),
-    ("unetpp_paper", {"deep_supervision": True}, 9_041_700),
-])
+@pytest.mark.parametrize(
+    "arch,options,expected",
+    [
+        ("unet_paper", {}, 7_759_521),
+        ("unetpp_paper", {}, 9_041_601),
+        ("unetpp_paper", {"deep_supervision": True}, 9_041_700),
+    ],
+)
 def test_paper_param_counts(arch, options, expected):
     model = create_model(arch, num_classes=1, in_channels=1, **options)
     assert num_params(variable_shapes(model, (1, 64, 64, 1))) == expected
 
 
-@pytest.mark.parametrize("encoder,low,high", [
-    ("resnet50", 4.09e9 * 0.97, 4.09e9 * 1.03),
-    ("resnet18", 1.81e9 * 0.97, 1.81e9 * 1.03),
-    ("ghostnet_100", 0.14e9 * 0.97, 0.15e9 * 1.03),
-    ("ghostnet_050", 42e6 * 0.97, 42e6 * 1.03),
-    ("ghostnet_130", 226e6 * 0.97, 226e6 * 1.03),
-])
+@pytest.mark.parametrize(
+    "encoder,low,high",
+    [
+        ("resnet50", 4.09e9 * 0.97, 4.09e9 * 1.03),
+        ("resnet18", 1.81e9 * 0.97, 1.81e9 * 1.03),
+        ("ghostnet_100", 0.14e9 * 0.97, 0.15e9 * 1.03),
+        ("ghostnet_050", 42e6 * 0.97, 42e6 * 1.03),
+        ("ghostnet_130", 226e6 * 0.97, 226e6 * 1.03),
+    ],
+)
 def test_classifier_macs_match_published(encoder, low, high):
     summary = summarize(create_classifier(encoder), (1, 224, 224, 3))
     assert low <= summary.macs <= high

@@ -24,8 +24,9 @@ DECODER_BLOCKS = ("conv", "ghost")
 NORMS = (None, "batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
-_BACKBONE_OPTIONS = dict(encoder_depth=5, decoder_channels=None, attention=None,
-                         decoder_block="conv", dtype="float32")
+_BACKBONE_OPTIONS = dict(
+    encoder_depth=5, decoder_channels=None, attention=None, decoder_block="conv", dtype="float32"
+)
 _PAPER_OPTIONS = dict(filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32")
 _NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
 # Each architecture's options and their defaults.
@@ -44,8 +45,12 @@ def _choice(key: str, value: Any, valid) -> Any:
 
 
 def _int_in(key: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
         bound = f">= {low}" if high is None else f"in {low}..{high}"
         raise ValueError(f"{key}={value!r} is not valid; it must be an integer {bound}")
     return value
@@ -59,7 +64,8 @@ def _dtype(value: Any):
 def _channels(key: str, value: Any, length: int) -> tuple[int, ...]:
     channels = tuple(value)
     if len(channels) != length or not all(
-            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
+        isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels
+    ):
         raise ValueError(f"{key}={value!r} is not valid; it must be {length} positive integers")
     return channels
 
@@ -68,8 +74,9 @@ def _options(arch: str, options: dict[str, Any]) -> dict[str, Any]:
     defaults = ARCHS[_choice("arch", arch, ARCHS)]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for arch {arch!r}; valid options are "
-                         f"{sorted(defaults)}")
+        raise ValueError(
+            f"unknown option(s) {unknown} for arch {arch!r}; valid options are {sorted(defaults)}"
+        )
     return {**defaults, **options}
 
 
@@ -78,8 +85,13 @@ def _prune_level(options: dict[str, Any], num_levels: int) -> int | None:
     return None if level is None else _int_in("prune_level", level, 1, num_levels - 1)
 
 
-def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
-                 in_channels: int = 3, **options: Any) -> SegmentationModel:
+def create_model(
+    arch: str,
+    encoder: str | None = None,
+    num_classes: int = 1,
+    in_channels: int = 3,
+    **options: Any,
+) -> SegmentationModel:
     """A segmentation model: ``arch`` in ``ARCHS``; ``encoder`` in ``ENCODERS`` for 'unet' and
     'unetpp' and None for the paper models, which have their own plain encoder.
 
@@ -98,8 +110,10 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
 
     if arch.endswith("_paper"):
         if encoder is not None:
-            raise ValueError(f"arch {arch!r} has its own plain encoder; got encoder={encoder!r}, "
-                             "use encoder=None")
+            raise ValueError(
+                f"arch {arch!r} has its own plain encoder; got encoder={encoder!r}, "
+                "use encoder=None"
+            )
         filters = tuple(options["filters"])
         num_levels = len(_channels("filters", filters, len(filters)))
         if num_levels < 2:
@@ -109,8 +123,10 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
             raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
         norm = _choice("norm", options["norm"], NORMS)
         prune_level = _prune_level(options, num_levels) if nested else None
-        enc = PlainEncoder(filters, num_levels if prune_level is None else prune_level + 1, norm,
-                           dropout, dtype)
+        enc = PlainEncoder(
+            filters, num_levels if prune_level is None else prune_level + 1, norm, dropout, dtype
+        )
+        pad_multiple = 2 ** (num_levels - 1)
         unit = partial(DoubleConv, norm=norm, dropout=dropout, dtype=dtype)
         block = partial(DecoderBlock, unit=unit, upsample="transpose", dtype=dtype)
         head = partial(conv, num_classes, 1, use_bias=True, dtype=dtype)
@@ -118,8 +134,10 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
         final_upsample = False
     else:
         if encoder not in ENCODERS:
-            raise ValueError(f"encoder={encoder!r} is not valid for arch {arch!r}; choose one of "
-                             f"{list(ENCODERS)}")
+            raise ValueError(
+                f"encoder={encoder!r} is not valid for arch {arch!r}; choose one of "
+                f"{list(ENCODERS)}"
+            )
         num_levels = _int_in("encoder_depth", options["encoder_depth"], 3, 5)
         channels = options["decoder_channels"] or DEFAULT_DECODER_CHANNELS[-num_levels:]
         decoder_channels = _channels("decoder_channels", channels, num_levels)
@@ -127,21 +145,27 @@ def create_model(arch: str, encoder: str | None = None, num_classes: int = 1,
         decoder_block = _choice("decoder_block", options["decoder_block"], DECODER_BLOCKS)
         prune_level = _prune_level(options, num_levels) if nested else None
         encoder_cls, _, kwargs = ENCODERS[encoder]
-        enc = encoder_cls(**kwargs, depth=num_levels if prune_level is None else prune_level + 1,
-                          dtype=dtype)
-        unit = (partial(DoubleConv, norm="batch", dtype=dtype) if decoder_block == "conv"
-                else partial(GhostDoubleConv, dtype=dtype))
+        enc = encoder_cls(
+            **kwargs, depth=num_levels if prune_level is None else prune_level + 1, dtype=dtype
+        )
+        unit = (
+            partial(DoubleConv, norm="batch", dtype=dtype)
+            if decoder_block == "conv"
+            else partial(GhostDoubleConv, dtype=dtype)
+        )
         block = partial(DecoderBlock, unit=unit, attention=attention, dtype=dtype)
         head = partial(conv, num_classes, 3, use_bias=True, dtype=dtype)
         final_upsample = True
+        pad_multiple = 2**num_levels
 
     deep_supervision = bool(options.get("deep_supervision", False))
     if nested:
-        decoder = UNetPlusPlusDecoder(decoder_channels, block, head, num_levels, final_upsample,
-                                      deep_supervision, prune_level)
+        decoder = UNetPlusPlusDecoder(
+            decoder_channels, block, head, num_levels, final_upsample, deep_supervision, prune_level
+        )
     else:
         decoder = UNetDecoder(decoder_channels, block, head, final_upsample)
-    return SegmentationModel(enc, decoder, in_channels, deep_supervision)
+    return SegmentationModel(enc, decoder, in_channels, deep_supervision, pad_multiple)
 
 
 def create_classifier(encoder: str, num_classes: int = 1000, dtype: Any = "float32") -> nn.Module:

@@ -78,8 +78,14 @@ class ConvBNAct(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = conv(self.features, self.kernel_size, self.strides, self.groups, dtype=self.dtype,
-                 name="conv")(x)
+        x = conv(
+            self.features,
+            self.kernel_size,
+            self.strides,
+            self.groups,
+            dtype=self.dtype,
+            name="conv",
+        )(x)
         x = batch_norm(train, self.dtype, name="bn")(x)
         return nn.relu(x) if self.relu else x
 
@@ -109,8 +115,15 @@ class SCSE(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
         c = jnp.mean(x, axis=(1, 2), keepdims=True)
-        c = nn.relu(conv(max(channels // self.reduction, 1), 1, use_bias=True, dtype=self.dtype,
-                         name="cse_reduce")(c))
+        c = nn.relu(
+            conv(
+                max(channels // self.reduction, 1),
+                1,
+                use_bias=True,
+                dtype=self.dtype,
+                name="cse_reduce",
+            )(c)
+        )
         c = nn.sigmoid(conv(channels, 1, use_bias=True, dtype=self.dtype, name="cse_expand")(c))
         s = nn.sigmoid(conv(1, 1, use_bias=True, dtype=self.dtype, name="sse")(x))
         return x * c + x * s
@@ -137,8 +150,9 @@ class GhostModule(nn.Module):
         x1 = conv(init_features, self.kernel_size, dtype=self.dtype, name="primary_conv")(x)
         x1 = batch_norm(train, self.dtype, name="primary_bn")(x1)
         x1 = nn.relu(x1) if self.relu else x1
-        x2 = conv(new_features, self.dw_size, groups=init_features, dtype=self.dtype,
-                  name="cheap_conv")(x1)
+        x2 = conv(
+            new_features, self.dw_size, groups=init_features, dtype=self.dtype, name="cheap_conv"
+        )(x1)
         x2 = batch_norm(train, self.dtype, name="cheap_bn")(x2)
         x2 = nn.relu(x2) if self.relu else x2
         return jnp.concatenate([x1, x2], axis=-1)[..., : self.features]
@@ -160,8 +174,9 @@ class DoubleConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for index in (1, 2):
-            x = conv(self.features, 3, use_bias=self.norm is None, dtype=self.dtype,
-                     name=f"conv{index}")(x)
+            x = conv(
+                self.features, 3, use_bias=self.norm is None, dtype=self.dtype, name=f"conv{index}"
+            )(x)
             if self.norm == "batch":
                 x = batch_norm(train, self.dtype, name=f"bn{index}")(x)
             x = nn.relu(x)
@@ -180,6 +195,7 @@ class GhostDoubleConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for index in (1, 2):
-            x = GhostModule(self.features, kernel_size=3, relu=True, dtype=self.dtype,
-                            name=f"ghost{index}")(x, train)
+            x = GhostModule(
+                self.features, kernel_size=3, relu=True, dtype=self.dtype, name=f"ghost{index}"
+            )(x, train)
         return x

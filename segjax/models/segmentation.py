@@ -5,6 +5,8 @@ deepest stride (32 for a depth-5 backbone), so every decoder level is exactly tw
 next, and the logits are cropped back to the input's size. Zero is the dataset mean after
 normalisation, and cropping keeps every output pixel aligned with its input pixel. Sizes that are
 already multiples are untouched, so ported weights behave exactly as in their original framework.
+A pruned U-Net++ pads to the multiple of the unpruned model (``pad_multiple``), so that it computes
+exactly the deep-supervised model's k-th output at every input size, borders included.
 """
 
 import flax.linen as nn
@@ -20,6 +22,7 @@ class SegmentationModel(nn.Module):
     decoder: nn.Module
     in_channels: int
     deep_supervision: bool = False
+    pad_multiple: int | None = None  # default: the encoder's deepest stride
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | list[jax.Array]:
@@ -29,7 +32,7 @@ class SegmentationModel(nn.Module):
                 f"in_channels={self.in_channels}), got {tuple(x.shape)}"
             )
         height, width = x.shape[1:3]
-        multiple = self.encoder.strides[-1]
+        multiple = self.pad_multiple or self.encoder.strides[-1]
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))

@@ -53,11 +53,18 @@ class Summary:
             row = rows.setdefault(key, [key, kind, output, 0, 0])
             row[3], row[4] = row[3] + layer.params, row[4] + layer.macs
         header = ("layer", "type", "output", "params", "MACs")
-        body = [(p, k, "x".join(map(str, s[1:])), f"{n:,}", format_macs(m))
-                for p, k, s, n, m in rows.values()]
+        body = [
+            (p, k, "x".join(map(str, s[1:])), f"{n:,}", format_macs(m))
+            for p, k, s, n, m in rows.values()
+        ]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *body]]
+        lines = [
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            for r in [header, *body]
+        ]
         lines.insert(1, "-" * len(lines[0]))
         return "\n".join(lines)
 
@@ -86,8 +93,15 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
             if "kernel" in params:
                 shape = args[0].shape if isinstance(module, nn.ConvTranspose) else out.shape
                 macs = math.prod(shape[:-1]) * params["kernel"].size // batch
-            layers.append(Layer("/".join(module.path), type(module).__name__, tuple(out.shape),
-                                sum(p.size for p in jax.tree.leaves(params)), macs))
+            layers.append(
+                Layer(
+                    "/".join(module.path),
+                    type(module).__name__,
+                    tuple(out.shape),
+                    sum(p.size for p in jax.tree.leaves(params)),
+                    macs,
+                )
+            )
         return out
 
     def init():
@@ -96,8 +110,9 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
 
     variables = jax.eval_shape(init)
     params = sum(p.size for p in jax.tree.leaves(variables["params"]))
-    return Summary(tuple(input_shape), layers, params, sum(layer.macs for layer in layers),
-                   module_outputs)
+    return Summary(
+        tuple(input_shape), layers, params, sum(layer.macs for layer in layers), module_outputs
+    )
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -127,20 +142,36 @@ def model_table(height: int, width: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m segjax.models.summary",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m segjax.models.summary", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--arch", default="unet", help=f"one of {[*ARCHS, 'classifier']}")
     parser.add_argument("--encoder", default=None, help=f"one of {list(ENCODERS)}")
     parser.add_argument("--size", type=_parse_size, default=(256, 256), help="N or HxW")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="default 1 for segmentation, 1000 for classifiers")
+    parser.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="default 1 for segmentation, 1000 for classifiers",
+    )
     parser.add_argument("--in-channels", type=int, default=3)
-    parser.add_argument("--depth", type=int, default=None,
-                        help="group the table by module path this many levels deep")
-    parser.add_argument("--option", type=_parse_option, action="append", default=[],
-                        metavar="KEY=VALUE", help="a create_model option, e.g. prune_level=2")
-    parser.add_argument("--all", action="store_true",
-                        help="print a Markdown table of all models instead")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="group the table by module path this many levels deep",
+    )
+    parser.add_argument(
+        "--option",
+        type=_parse_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a create_model option, e.g. prune_level=2",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="print a Markdown table of all models instead"
+    )
     args = parser.parse_args(argv)
     height, width = args.size
     try:
@@ -150,8 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.arch == "classifier":
             model = create_classifier(args.encoder, args.num_classes or 1000, **dict(args.option))
         else:
-            model = create_model(args.arch, args.encoder, args.num_classes or 1,
-                                 args.in_channels, **dict(args.option))
+            model = create_model(
+                args.arch,
+                args.encoder,
+                args.num_classes or 1,
+                args.in_channels,
+                **dict(args.option),
+            )
         summary = summarize(model, (1, height, width, args.in_channels))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

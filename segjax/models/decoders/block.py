@@ -36,8 +36,9 @@ class DecoderBlock(nn.Module):
         if self.upsample == "nearest":
             x = upsample_nearest(x)
         else:
-            x = nn.ConvTranspose(self.features, (2, 2), strides=(2, 2), padding="VALID",
-                                 dtype=self.dtype, name="up")(x)
+            x = nn.ConvTranspose(
+                self.features, (2, 2), strides=(2, 2), padding="VALID", dtype=self.dtype, name="up"
+            )(x)
         if skips:
             x = jnp.concatenate([x, *skips], axis=-1)
             if self.attention == "scse":

@@ -50,8 +50,9 @@ class UNetPlusPlusDecoder(nn.Module):
                 on_unet_path = i + j == last
                 out = self.channels[last - 1 - i] if on_unet_path else nodes[(i, 0)].shape[-1]
                 skips = [nodes[(i, m)] for m in range(j)]
-                nodes[(i, j)] = self.block(out, name=f"x_{i}_{j}")(nodes[(i + 1, j - 1)], skips,
-                                                                    train)
+                nodes[(i, j)] = self.block(out, name=f"x_{i}_{j}")(
+                    nodes[(i + 1, j - 1)], skips, train
+                )
         outputs = []
         for j in range(1, k + 1) if self.deep_supervision else (k,):
             x = nodes[(0, j)]

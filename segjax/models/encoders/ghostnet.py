@@ -26,11 +26,15 @@ GHOSTNET_BLOCKS = (
     ((5, 72, 40, 0.25, 2),),
     ((5, 120, 40, 0.25, 1),),
     ((3, 240, 80, 0.0, 2),),
-    ((3, 200, 80, 0.0, 1), (3, 184, 80, 0.0, 1), (3, 184, 80, 0.0, 1),
-     (3, 480, 112, 0.25, 1), (3, 672, 112, 0.25, 1)),
+    (
+        (3, 200, 80, 0.0, 1),
+        (3, 184, 80, 0.0, 1),
+        (3, 184, 80, 0.0, 1),
+        (3, 480, 112, 0.25, 1),
+        (3, 672, 112, 0.25, 1),
+    ),
     ((5, 672, 160, 0.25, 2),),
-    ((5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1),
-     (5, 960, 160, 0.25, 1)),
+    ((5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0.0, 1), (5, 960, 160, 0.25, 1)),
 )
 # The group after which each stride (2, 4, 8, 16, 32) ends: the skip features are taken there.
 FEATURE_GROUPS = (0, 2, 4, 6, 8)
@@ -55,8 +59,14 @@ class GhostBottleneck(nn.Module):
         in_features = x.shape[-1]
         y = GhostModule(self.mid_features, relu=True, dtype=self.dtype, name="ghost1")(x, train)
         if self.strides > 1:
-            y = conv(self.mid_features, self.kernel_size, self.strides, groups=self.mid_features,
-                     dtype=self.dtype, name="conv_dw")(y)
+            y = conv(
+                self.mid_features,
+                self.kernel_size,
+                self.strides,
+                groups=self.mid_features,
+                dtype=self.dtype,
+                name="conv_dw",
+            )(y)
             y = batch_norm(train, self.dtype, name="bn_dw")(y)
         if self.se_ratio > 0:
             reduced = make_divisible(self.mid_features * self.se_ratio, 4)
@@ -64,8 +74,14 @@ class GhostBottleneck(nn.Module):
         y = GhostModule(self.features, relu=False, dtype=self.dtype, name="ghost2")(y, train)
         if in_features == self.features and self.strides == 1:
             return y + x
-        shortcut = conv(in_features, self.kernel_size, self.strides, groups=in_features,
-                        dtype=self.dtype, name="shortcut_dw")(x)
+        shortcut = conv(
+            in_features,
+            self.kernel_size,
+            self.strides,
+            groups=in_features,
+            dtype=self.dtype,
+            name="shortcut_dw",
+        )(x)
         shortcut = batch_norm(train, self.dtype, name="shortcut_dw_bn")(shortcut)
         shortcut = conv(self.features, 1, dtype=self.dtype, name="shortcut_pw")(shortcut)
         shortcut = batch_norm(train, self.dtype, name="shortcut_pw_bn")(shortcut)

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from segjax.models.layers import Dtype, DoubleConv
+from segjax.models.layers import DoubleConv, Dtype
 
 PAPER_FILTERS = (32, 64, 128, 256, 512)
 
@@ -36,6 +36,7 @@ class PlainEncoder(nn.Module):
             if level > 0:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             x = DoubleConv(filters, self.norm, self.dropout, self.dtype, name=f"conv{level}")(
-                x, train)
+                x, train
+            )
             features.append(x)
         return features

@@ -1,7 +1,7 @@
 """ResNet-18/34/50/101 in torchvision's layout (v1.5: the bottleneck strides on its 3x3 conv).
 
-Module names follow torchvision (``conv1``, ``bn1``, ``layer2_0/conv1``, ``layer2_0/downsample_conv``
-...) so that its checkpoints map onto these parameters key by key.
+Module names follow torchvision (``conv1``, ``bn1``, ``layer2_0/conv1``,
+``layer2_0/downsample_conv`` ...) so that its checkpoints map onto these parameters key by key.
 """
 
 from collections.abc import Sequence
@@ -31,8 +31,9 @@ class BasicBlock(nn.Module):
         y = conv(self.features, 3, dtype=self.dtype, name="conv2")(y)
         y = batch_norm(train, self.dtype, name="bn2")(y)
         if self.strides != 1 or x.shape[-1] != self.features:
-            residual = conv(self.features, 1, self.strides, dtype=self.dtype,
-                            name="downsample_conv")(x)
+            residual = conv(
+                self.features, 1, self.strides, dtype=self.dtype, name="downsample_conv"
+            )(x)
             residual = batch_norm(train, self.dtype, name="downsample_bn")(residual)
         return nn.relu(y + residual)
 
@@ -56,8 +57,9 @@ class Bottleneck(nn.Module):
         y = conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
         y = batch_norm(train, self.dtype, name="bn3")(y)
         if self.strides != 1 or x.shape[-1] != out_features:
-            residual = conv(out_features, 1, self.strides, dtype=self.dtype,
-                            name="downsample_conv")(x)
+            residual = conv(
+                out_features, 1, self.strides, dtype=self.dtype, name="downsample_conv"
+            )(x)
             residual = batch_norm(train, self.dtype, name="downsample_bn")(residual)
         return nn.relu(y + residual)
 
@@ -93,8 +95,9 @@ class ResNetEncoder(nn.Module):
                 x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
-                x = self.block(64 * 2**stage, strides, self.dtype,
-                               name=f"layer{stage + 1}_{index}")(x, train)
+                x = self.block(
+                    64 * 2**stage, strides, self.dtype, name=f"layer{stage + 1}_{index}"
+                )(x, train)
             features.append(x)
         return features
 
