@@ -1,0 +1,5 @@
+"""The one exception the data package raises for bad input: its message names the file or key."""
+
+
+class DataError(ValueError):
+    """Bad data or data configuration; the message names the file, split or key at fault."""

@@ -1,0 +1,228 @@
+"""Deterministic, resumable, multi-process input pipelines on grain.
+
+Training reads an endless stream: the split is shuffled with the seed (a new permutation each
+epoch), every example is augmented with a random generator derived from (seed, its position in the
+stream), and the stream is cut into global batches. Process p of P takes rows
+``[p * b, (p + 1) * b)`` of each global batch (b = global batch / P) and reads only those, so the
+global batches are the same whatever the number of processes, and the processes read disjoint
+examples. Because grain's MapDataset is random access, the iterator state is a position:
+``iterator.get_state()`` is a small dict, and ``set_state`` on a freshly built pipeline continues
+with exactly the batches an uninterrupted run would have seen.
+
+Evaluation counts every example exactly once: process p takes examples p, p + P, ...; all
+processes run the same number of batches; the last ones are padded with empty examples. Images
+keep their full resolution (padded to the largest of the split) unless ``data.eval_size`` resizes
+them. ``valid`` marks the pixels that count (not padding, not the ignore label).
+
+Each batch: ``image`` float32 (b, H, W, C) normalised, ``label`` int32 (b, H, W) (0 where not
+valid), ``valid`` bool (b, H, W), ``index`` int32 (b,) position in the split (-1 for padding).
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import grain
+import numpy as np
+
+from segjax.data import augment
+from segjax.data.errors import DataError
+from segjax.data.sources import Dataset, SplitSource
+
+
+def process_layout(
+    global_batch_size: int, process_index: int | None, process_count: int | None
+) -> tuple[int, int, int]:
+    """(per-process batch size, process index, process count), JAX's by default."""
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index, process_count = jax.process_index(), jax.process_count()
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise DataError(
+            f"batch_size={global_batch_size} must be a positive multiple of the "
+            f"process count {process_count}"
+        )
+    return global_batch_size // process_count, process_index, process_count
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Turns a source example into a model example; checks mask values on the way."""
+
+    dataset: str
+    num_classes: int
+    ignore_label: int | None
+    image_size: tuple[int, int]
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    vflip: bool = False
+    rot90: bool = False
+    color_jitter: float = 0.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def _labels(self, example: dict, mask: np.ndarray, valid: np.ndarray):
+        ignore = mask == self.ignore_label if self.ignore_label is not None else False
+        bad = (mask >= self.num_classes) & ~ignore
+        if bad.any():
+            values = sorted({int(v) for v in np.unique(mask[bad])})
+            raise DataError(
+                f"dataset {self.dataset!r}, example {example['name']!r}: mask values "
+                f"{values[:10]} are outside 0..{self.num_classes - 1} (ignore label: "
+                f"{self.ignore_label})"
+            )
+        valid = valid & ~ignore
+        return np.where(valid, mask, 0).astype(np.int32), valid
+
+    def train(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        image, mask, valid = augment.random_scale_crop(
+            example["image"], example["mask"], self.image_size, self.scale_range, rng
+        )
+        image, mask, valid = augment.flip_and_rotate(
+            [image, mask, valid], rng, self.hflip, self.vflip, self.rot90
+        )
+        image = augment.color_jitter(image, self.color_jitter, rng)
+        label, valid = self._labels(example, mask, valid)
+        return {
+            "image": augment.normalize(image, self.mean, self.std),
+            "label": label,
+            "valid": valid,
+            "index": np.int32(example["index"]),
+        }
+
+    def evaluate(
+        self,
+        example: dict | None,
+        canvas: tuple[int, int],
+        channels: int,
+        eval_size: tuple[int, int] | None,
+    ) -> dict[str, np.ndarray]:
+        out = {
+            "image": np.zeros((*canvas, channels), np.float32),
+            "label": np.zeros(canvas, np.int32),
+            "valid": np.zeros(canvas, bool),
+            "index": np.int32(-1),
+        }
+        if example is None:  # padding of the last batches
+            return out
+        image, mask = example["image"], example["mask"]
+        if eval_size is not None:
+            image, mask = augment.resize(image, mask, eval_size)
+        label, valid = self._labels(example, mask, np.ones(mask.shape, bool))
+        height, width = mask.shape
+        out["image"][:height, :width] = augment.normalize(image, self.mean, self.std)
+        out["label"][:height, :width], out["valid"][:height, :width] = label, valid
+        out["index"] = np.int32(example["index"])
+        return out
+
+
+def make_preprocess(dataset: Dataset, data: Any) -> Preprocess:
+    aug = data.get("augment", {}) or {}
+    ignore = dataset.ignore_label if dataset.ignore_label is not None else data.get("ignore_label")
+    size = tuple(int(s) for s in _pair("data.image_size", data.image_size))
+    scale_range = tuple(float(s) for s in aug.get("scale_range", (0.75, 1.5)))
+    if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+        raise DataError(f"data.augment.scale_range={scale_range!r}: need 0 < low <= high")
+    return Preprocess(
+        dataset=dataset.name,
+        num_classes=dataset.num_classes,
+        ignore_label=ignore,
+        image_size=size,
+        scale_range=scale_range,
+        hflip=bool(aug.get("hflip", True)),
+        vflip=bool(aug.get("vflip", False)),
+        rot90=bool(aug.get("rot90", False)),
+        color_jitter=float(aug.get("color_jitter", 0.0)),
+        mean=tuple(data.mean) if data.get("mean") else None,
+        std=tuple(data.std) if data.get("std") else None,
+    )
+
+
+def _pair(key: str, value: Any) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise DataError(f"{key}={value!r}: need a positive size or (height, width)")
+    return pair
+
+
+def _read_options(data: Any) -> grain.ReadOptions:
+    return grain.ReadOptions(
+        num_threads=int(data.get("num_threads", 2)),
+        prefetch_buffer_size=int(data.get("prefetch", 4)),
+    )
+
+
+def train_dataset(
+    dataset: Dataset,
+    data: Any,
+    global_batch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """The endless, shuffled, augmented training batches of this process."""
+    batch, index, count = process_layout(global_batch_size, process_index, process_count)
+    source = dataset.split("train")
+    preprocess = make_preprocess(dataset, data)
+    stream = (
+        grain.MapDataset.source(source)
+        .shuffle(seed=seed)
+        .repeat(None)
+        .random_map(preprocess.train, seed=seed + 1)
+    )
+    return stream.batch(batch, drop_remainder=True)[index::count].to_iter_dataset(
+        _read_options(data)
+    )
+
+
+def train_iterator(*args, **kwargs) -> grain.DatasetIterator:
+    """``iter(train_dataset(...))``: has ``get_state()`` and ``set_state(state)``."""
+    return iter(train_dataset(*args, **kwargs))
+
+
+@functools.lru_cache(maxsize=16)
+def _largest_size(source: SplitSource) -> tuple[int, int]:
+    sizes = np.array([source[i]["mask"].shape for i in range(len(source))])
+    return int(sizes[:, 0].max()), int(sizes[:, 1].max())
+
+
+def eval_dataset(
+    dataset: Dataset,
+    split: str,
+    data: Any,
+    global_batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> grain.IterDataset:
+    """This process's share of ``split`` in padded batches; every example once over all
+    processes."""
+    batch, index, count = process_layout(global_batch_size, process_index, process_count)
+    source = dataset.split(split)
+    preprocess = make_preprocess(dataset, data)
+    eval_size = data.get("eval_size")
+    eval_size = _pair("data.eval_size", eval_size) if eval_size else None
+    canvas = eval_size or _largest_size(source)
+    channels = source[0]["image"].shape[-1]
+    mine = range(index, len(source), count)
+    per_process = math.ceil(math.ceil(len(source) / count) / batch) * batch
+
+    def load(position: int) -> dict[str, np.ndarray]:
+        example = source[mine[position]] if position < len(mine) else None
+        return preprocess.evaluate(example, canvas, channels, eval_size)
+
+    return (
+        grain.MapDataset.range(per_process)
+        .map(load)
+        .batch(batch)
+        .to_iter_dataset(_read_options(data))
+    )
+
+
+def num_eval_batches(
+    dataset: Dataset, split: str, global_batch_size: int, process_count: int | None = None
+) -> int:
+    _, _, count = process_layout(global_batch_size, 0 if process_count else None, process_count)
+    batch = global_batch_size // count
+    return math.ceil(math.ceil(len(dataset.split(split)) / count) / batch)
