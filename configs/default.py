@@ -20,6 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.split_fractions = (0.8, 0.1, 0.1)  # folder datasets without splits.json
     data.split_seed = 0
     data.num_classes = 0  # 0: the dataset's own class list
+    data.class_names = ()  # names for a folder dataset without classes.json
     data.ignore_label = 255  # pixels with this mask value count nowhere
     data.image_size = (128, 128)  # training crops (height, width)
     data.eval_size = ()  # () = full resolution, else (height, width) to resize to
@@ -40,6 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg == "dsb2018":
         data.name = "folder"
         data.path = "../shared/data/dsb2018_nuclei"
+        data.num_classes = 2  # binary 0/255 masks
+        data.class_names = ("background", "nucleus")
         data.augment.vflip = True
         data.augment.rot90 = True
         data.augment.scale_range = (0.5, 1.5)

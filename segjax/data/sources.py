@@ -50,7 +50,24 @@ STANDARD = {
         name_key="file_name",
     ),
 }
-EMBEDDED = ("segjax_shapes", "folder")
+
+
+class _QuietTfdsRoutine(logging.Filter):
+    """Drops TFDS warnings that are routine here: OpenCV advice (Pillow decodes), and the custom
+    configuration and missing dataset_info.json of every new folder dataset."""
+
+    ROUTINE = (
+        "OpenCV is not installed",
+        "Using custom data configuration",
+        "has no dataset_info.json",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.ROUTINE)
+
+
+logging.getLogger("absl").addFilter(_QuietTfdsRoutine())
 
 
 class SplitSource:
@@ -131,7 +148,12 @@ def _class_names(data: Any, stored: list[str] | None) -> tuple[str, ...]:
             f"data.num_classes={num_classes}: dataset {data.name!r} has no class "
             "list (classes.json), so set data.num_classes to at least 2"
         )
-    return tuple(f"class_{i}" for i in range(num_classes))
+    names = tuple(data.get("class_names") or ())
+    if names and len(names) != num_classes:
+        raise DataError(
+            f"data.class_names has {len(names)} names but data.num_classes={num_classes}"
+        )
+    return names or tuple(f"class_{i}" for i in range(num_classes))
 
 
 def load_dataset(data: Any) -> Dataset:
@@ -161,13 +183,13 @@ def load_dataset(data: Any) -> Dataset:
                 builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
             except (ValueError, tfds.core.registered.DatasetNotFoundError) as error:
                 raise DataError(f"data.name={name!r}: {error}") from None
-        _prepared_builder(builder)
         meta = builder.info.metadata or {}
+        class_names = _class_names(data, meta.get("class_names"))  # checked before building
+        _prepared_builder(builder)
         sources = builder.as_data_source()
-        splits = {s: SplitSource(sources[s], name, s) for s in SPLITS if s in sources}
-        return Dataset(
-            name, splits, _class_names(data, meta.get("class_names")), meta.get("ignore_label")
-        )
+        label = data.path if name == "folder" else name  # what messages call the dataset
+        splits = {s: SplitSource(sources[s], label, s) for s in SPLITS if s in sources}
+        return Dataset(label, splits, class_names, meta.get("ignore_label"))
     if name in STANDARD:
         spec = STANDARD[name]
         builder = tfds.builder(name, data_dir=data_dir)

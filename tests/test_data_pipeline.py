@@ -1,0 +1,205 @@
+"""Input pipelines: determinism, exact resume in a fresh process, multi-process sharding,
+exactly-once evaluation, augmentation that keeps image and mask aligned."""
+
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from segjax.data import DataError, eval_dataset, load_dataset, num_eval_batches, train_iterator
+from segjax.data.augment import flip_and_rotate, random_scale_crop
+from tests.conftest import varied_items, write_folder
+
+
+def take(iterator, count):
+    return [next(iterator) for _ in range(count)]
+
+
+def assert_batches_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_batches_have_the_documented_layout(shapes_small, small_config):
+    batch = next(
+        train_iterator(shapes_small, small_config.data, 8, seed=0, process_index=0, process_count=1)
+    )
+    assert {k: (v.dtype.name, v.shape) for k, v in batch.items()} == {
+        "image": ("float32", (8, 64, 64, 3)),
+        "label": ("int32", (8, 64, 64)),
+        "valid": ("bool", (8, 64, 64)),
+        "index": ("int32", (8,)),
+    }
+    assert batch["label"].max() < 4 and not batch["label"][~batch["valid"]].any()
+    assert abs(float(batch["image"][batch["valid"]].mean())) < 1.5  # normalised
+
+
+def test_same_seed_same_batches_other_seed_other_batches(shapes_small, small_config):
+    def run(seed):
+        return take(train_iterator(shapes_small, small_config.data, 8, seed, 0, 1), 3)
+
+    assert_batches_equal(run(0), run(0))
+    assert not np.array_equal(run(0)[0]["index"], run(1)[0]["index"])
+
+
+def test_each_epoch_is_a_new_permutation_of_the_split(shapes_small, small_config):
+    batches = take(train_iterator(shapes_small, small_config.data, 8, 0, 0, 1), 24)
+    order = np.concatenate([b["index"] for b in batches])
+    first, second = order[:96], order[96:]
+    assert sorted(first) == list(range(96)) and sorted(second) == list(range(96))
+    assert not np.array_equal(first, second)
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from configs.default import get_config
+    from segjax.data import load_dataset, train_iterator
+    mode, data_dir, path = sys.argv[1:4]
+    config = get_config("small")
+    config.data.data_dir = data_dir
+    iterator = train_iterator(load_dataset(config.data), config.data, 8, 0, 0, 1)
+    if mode == "save":
+        for _ in range(5):
+            next(iterator)
+        json.dump(iterator.get_state(), open(path, "w"))
+    else:
+        iterator.set_state(json.load(open(path)))
+        batches = [next(iterator) for _ in range(4)]
+        np.savez(path + ".npz", **{f"{i}_{k}": v for i, b in enumerate(batches)
+                                   for k, v in b.items()})
+""")
+
+
+def test_resume_in_a_fresh_process_continues_bitwise(
+    shapes_small, small_config, tfds_dir, tmp_path
+):
+    """5 batches, state saved; a new process restores it and reads 4 more: the same as batches
+    6-9 of an uninterrupted run, bit for bit."""
+    state = str(tmp_path / "state.json")
+    for mode in ("save", "restore"):
+        subprocess.run(
+            [sys.executable, "-c", RESUME_SCRIPT, mode, tfds_dir, state],
+            check=True,
+            cwd=str(pathlib.Path(__file__).parents[1]),
+        )
+    assert json.load(open(state))  # a small JSON-able dict
+    resumed = np.load(state + ".npz")
+    expected = take(train_iterator(shapes_small, small_config.data, 8, 0, 0, 1), 9)[5:]
+    for i, batch in enumerate(expected):
+        for key, value in batch.items():
+            np.testing.assert_array_equal(resumed[f"{i}_{key}"], value, err_msg=key)
+
+
+def test_two_processes_read_disjoint_halves_of_the_same_global_batches(shapes_small, small_config):
+    steps = 12  # one epoch: 96 examples / global batch 8
+    single = take(train_iterator(shapes_small, small_config.data, 8, 0, 0, 1), steps)
+    halves = [
+        take(train_iterator(shapes_small, small_config.data, 8, 0, p, 2), steps) for p in (0, 1)
+    ]
+    seen = []
+    for step in range(steps):
+        first, second = halves[0][step], halves[1][step]
+        assert not set(first["index"]) & set(second["index"])
+        for key in single[step]:  # together they are the one-process global batch, bitwise
+            np.testing.assert_array_equal(
+                np.concatenate([first[key], second[key]]), single[step][key], err_msg=key
+            )
+        seen += [*first["index"], *second["index"]]
+    assert sorted(seen) == list(range(96))  # together they cover the split
+
+
+@pytest.mark.parametrize("process_count", [1, 2, 3])
+def test_eval_sees_every_example_exactly_once(shapes_small, small_config, process_count):
+    """23 test examples, global batch 6 (not a divisor): padding rows have an empty valid mask,
+    and the real rows cover the split once."""
+    global_batch = 6
+    seen = []
+    batches_per_process = set()
+    for p in range(process_count):
+        batches = list(
+            eval_dataset(shapes_small, "test", small_config.data, global_batch, p, process_count)
+        )
+        batches_per_process.add(len(batches))
+        for batch in batches:
+            real = batch["valid"].reshape(len(batch["index"]), -1).any(axis=1)
+            assert np.array_equal(real, batch["index"] >= 0)
+            seen += list(batch["index"][real])
+    assert sorted(seen) == list(range(23))
+    assert batches_per_process == {
+        num_eval_batches(shapes_small, "test", global_batch, process_count)
+    }
+
+
+def test_full_resolution_eval_pads_to_the_largest_image(tmp_path, tfds_dir):
+    from tests.test_data_builders import data_config
+
+    items = varied_items(5)
+    root = write_folder(tmp_path / "data", items, splits={"test": list(items)})
+    data = data_config(name="folder", path=root, data_dir=tfds_dir, num_classes=2)
+    dataset = load_dataset(data)
+    batches = list(eval_dataset(dataset, "test", data, 4, 0, 1))
+    assert batches[0]["image"].shape == (4, 32, 44, 3)  # the largest is 32x44
+    source = dataset.split("test")
+    for batch in batches:
+        for row, index in enumerate(batch["index"]):
+            if index < 0:
+                continue
+            mask = source[int(index)]["mask"]
+            height, width = mask.shape
+            assert batch["valid"][row].sum() == height * width  # no ignore label here
+            np.testing.assert_array_equal(batch["label"][row, :height, :width], mask)
+
+
+def test_eval_size_resizes(shapes_small, small_config):
+    data = small_config.data.copy_and_resolve_references()
+    data.eval_size = (32, 48)
+    batch = next(iter(eval_dataset(shapes_small, "validation", data, 4, 0, 1)))
+    assert batch["image"].shape == (4, 32, 48, 3) and batch["valid"].all()
+
+
+def test_masks_with_unknown_classes_fail_in_the_pipeline(shapes_small, small_config):
+    import dataclasses
+
+    dataset = dataclasses.replace(shapes_small, class_names=("background", "ellipse"))
+    with pytest.raises(DataError, match=r"mask values \[.*\] are outside 0\.\.1"):
+        next(iter(eval_dataset(dataset, "test", small_config.data, 4, 0, 1)))
+
+
+def test_batch_size_must_divide_among_processes(shapes_small, small_config):
+    with pytest.raises(
+        DataError, match="batch_size=9 must be a positive multiple of the process count 2"
+    ):
+        train_iterator(shapes_small, small_config.data, 9, 0, 0, 2)
+
+
+def test_scale_crop_keeps_image_and_mask_aligned():
+    """An image that encodes its own mask: after warping and flips they still agree."""
+    blocks = np.kron(np.arange(16).reshape(4, 4) % 4, np.ones((16, 16), int)).astype(np.uint8)
+    image = np.repeat((blocks * 60)[..., None], 3, axis=-1)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        out_image, out_mask, valid = random_scale_crop(image, blocks, (40, 56), (0.5, 2.0), rng)
+        out_image, out_mask, valid = flip_and_rotate(
+            [out_image, out_mask, valid], rng, True, True, False
+        )
+        assert out_image.shape == (40, 56, 3) and out_mask.shape == valid.shape == (40, 56)
+        agree = np.abs(out_image[..., 0].astype(int) - out_mask.astype(int) * 60) < 30
+        assert agree[valid].mean() > 0.9
+        assert set(np.unique(out_mask)) <= {0, 1, 2, 3}  # nearest neighbour: no new labels
+
+
+def test_rot90_only_for_square_crops():
+    rng = np.random.default_rng(0)
+    a = np.arange(12).reshape(3, 4)
+    assert all(flip_and_rotate([a], rng, False, False, True)[0].shape == (3, 4) for _ in range(8))
+    square = np.arange(9).reshape(3, 3)
+    shapes = {flip_and_rotate([square], rng, False, False, True)[0].tobytes() for _ in range(40)}
+    assert len(shapes) == 4
