@@ -1,0 +1,74 @@
+"""Segmentation metrics from a confusion matrix.
+
+``confusion_matrix`` is a pure JAX function, accumulated on device; inside a jit over globally
+sharded batches its sum already covers every device and process. ``summarize`` derives the
+metrics in NumPy. Pixels with ``valid == False`` (padding, ignore label) are not counted. A binary
+model (one output channel) is scored as two classes, background and foreground.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from segjax.losses import probabilities
+
+
+def predict(
+    logits: jax.Array | list[jax.Array], mode: str = "accurate", head: int = -1
+) -> jax.Array:
+    """Class ids (B, H, W). Deep supervision: 'accurate' averages the heads' probabilities,
+    'fast' takes one head (the last, deepest, by default)."""
+    if isinstance(logits, list | tuple):
+        if mode == "fast":
+            logits = logits[head]
+        elif mode == "accurate":
+            return jnp.argmax(sum(probabilities(h) for h in logits), axis=-1)
+        else:
+            raise ValueError(f"deep supervision mode={mode!r}; choose 'accurate' or 'fast'")
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).astype(jnp.int32)
+    return jnp.argmax(logits, axis=-1)
+
+
+def num_scored_classes(num_classes: int) -> int:
+    return max(num_classes, 2)
+
+
+def confusion_matrix(
+    predictions: jax.Array, labels: jax.Array, valid: jax.Array, num_classes: int
+) -> jax.Array:
+    """(C, C) int32 counts: rows are true classes, columns predicted ones."""
+    c = num_scored_classes(num_classes)
+    index = labels.reshape(-1).astype(jnp.int32) * c + predictions.reshape(-1).astype(jnp.int32)
+    counts = jnp.bincount(index, weights=valid.reshape(-1).astype(jnp.int32), length=c * c)
+    return counts.astype(jnp.int32).reshape(c, c)
+
+
+def summarize(confusion: np.ndarray, class_names=None) -> dict[str, float]:
+    """Mean IoU, per-class IoU, Dice/F1, precision, recall and pixel accuracy.
+
+    Means are over the classes that occur (in the labels or the predictions); a class that occurs
+    nowhere has no IoU and is left out, rather than counted as perfect or as zero."""
+    confusion = np.asarray(confusion, np.float64)
+    tp = np.diag(confusion)
+    fp = confusion.sum(axis=0) - tp
+    fn = confusion.sum(axis=1) - tp
+    occurs = (tp + fp + fn) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(occurs, tp / (tp + fp + fn), np.nan)
+        dice = np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
+    total = confusion.sum()
+    names = class_names or [str(i) for i in range(len(tp))]
+    out = {
+        "miou": float(np.nanmean(iou)) if occurs.any() else float("nan"),
+        "dice": float(np.nanmean(dice)) if occurs.any() else float("nan"),
+        "precision": float(np.nanmean(precision)) if (tp + fp > 0).any() else float("nan"),
+        "recall": float(np.nanmean(recall)) if (tp + fn > 0).any() else float("nan"),
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+    }
+    for name, value, d in zip(names, iou, dice, strict=True):
+        out[f"iou/{name}"] = float(value)
+        out[f"dice/{name}"] = float(d)
+    return out
