@@ -1,0 +1,13 @@
+"""U-Net++ on a ResNet-34 encoder.
+
+Variants after the colon: ``smoke``, ``small``, ``dsb2018`` (see segjax/defaults.py).
+"""
+
+from segjax.defaults import base_config
+
+
+def get_config(arg: str | None = None):
+    config = base_config(arg)
+    config.model.arch = "unetpp"
+    config.model.encoder = "resnet34"
+    return config

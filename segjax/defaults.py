@@ -1,0 +1,104 @@
+"""The base config every experiment starts from, and the shared variants.
+
+Config files in ``configs/`` call ``base_config(variant)`` and set the model; a variant is the part
+after the colon in ``--config configs/<file>.py:<variant>``:
+- ``smoke``: a few steps on the tiny synthetic dataset at 32x32, for tests;
+- ``small``: the tiny synthetic dataset (96/20/23 images of 64x64);
+- ``dsb2018``: the DSB 2018 nuclei folder (``data.path``), binary masks, microscopy flips.
+"""
+
+import ml_collections
+
+VARIANTS = ("smoke", "small", "dsb2018")
+
+
+def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.total_steps = 3000
+    config.batch_size = 8  # global, over all processes
+    config.accumulation_steps = 1  # micro-batches per step (gradient accumulation)
+    config.log_every_steps = 50
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 2  # the last ones; the best by best_metric is kept as well
+    config.best_metric = "miou"
+    config.eval_split = "validation"
+    config.deep_supervision_mode = "accurate"  # or 'fast': the last head only
+
+    config.model = model = ml_collections.ConfigDict()
+    model.arch = "unet"  # unet, unetpp, unet_paper, unetpp_paper
+    model.encoder = "resnet34"  # '' for the paper models
+    model.dtype = "float32"  # or bfloat16 (parameters stay float32)
+    model.encoder_depth = 5
+    model.decoder_channels = ()  # () = the default for the depth
+    model.decoder_block = "conv"  # or ghost
+    model.attention = ""  # or scse
+    model.deep_supervision = False  # unetpp
+    model.prune_level = 0  # unetpp: 0 = full
+    model.filters = (32, 64, 128, 256, 512)  # paper models
+    model.dropout = 0.5  # paper models
+    model.norm = ""  # paper models: '' or batch
+
+    config.optimizer = opt = ml_collections.ConfigDict()
+    opt.name = "adamw"  # or sgd
+    opt.learning_rate = 1e-3
+    opt.warmup_steps = 100
+    opt.schedule = "cosine"  # cosine, polynomial, constant
+    opt.end_lr_factor = 0.01
+    opt.power = 1.0  # polynomial schedule
+    opt.weight_decay = 1e-4
+    opt.b1, opt.b2 = 0.9, 0.999
+    opt.momentum, opt.nesterov = 0.9, False  # sgd
+    opt.grad_clip_norm = 1.0  # 0 = no clipping
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.weights = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": 0.0})
+    config.loss.options = ml_collections.ConfigDict()  # e.g. {"focal": {"gamma": 2.0}}
+
+    config.data = data = ml_collections.ConfigDict()
+    data.name = "segjax_shapes"  # segjax_shapes[/config], folder, or a name in segjax.data.STANDARD
+    data.path = ""  # root of images/ and masks/ for name='folder'
+    data.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
+    data.channels = 3  # folder datasets: 1 (greyscale) or 3 (RGB)
+    data.split_fractions = (0.8, 0.1, 0.1)  # folder datasets without splits.json
+    data.split_seed = 0
+    data.num_classes = 0  # 0: the dataset's own class list
+    data.class_names = ()  # names for a folder dataset without classes.json
+    data.ignore_label = 255  # pixels with this mask value count nowhere
+    data.image_size = (128, 128)  # training crops (height, width)
+    data.eval_size = ()  # () = full resolution, else (height, width) to resize to
+    data.mean = ()  # () = ImageNet statistics
+    data.std = ()
+    data.num_threads = 2
+    data.prefetch = 4
+    data.augment = ml_collections.ConfigDict()
+    data.augment.scale_range = (0.75, 1.5)
+    data.augment.hflip = True
+    data.augment.vflip = False
+    data.augment.rot90 = False
+    data.augment.color_jitter = 0.1
+
+    if variant in ("small", "smoke"):
+        data.name = "segjax_shapes/small"
+        data.image_size = (64, 64)
+    if variant == "smoke":
+        data.image_size = (32, 32)
+        data.eval_size = (32, 32)
+        config.batch_size = 4
+        config.total_steps = 6
+        config.log_every_steps = 2
+        config.eval_every_steps = 3
+        config.checkpoint_every_steps = 3
+        opt.warmup_steps = 1
+    elif variant == "dsb2018":
+        data.name = "folder"
+        data.path = "../shared/data/dsb2018_nuclei"
+        data.num_classes = 2  # binary 0/255 masks
+        data.class_names = ("background", "nucleus")
+        data.augment.vflip = True
+        data.augment.rot90 = True
+        data.augment.scale_range = (0.5, 1.5)
+    elif variant not in (None, "", "small"):
+        raise ValueError(f"unknown config variant {variant!r}; choose one of {list(VARIANTS)}")
+    return config
