@@ -31,6 +31,8 @@ def initialize_distributed(
 ) -> None:
     """``jax.distributed.initialize`` when the job has several processes; nothing otherwise."""
     if multi_process_requested(coordinator):
+        # CPU processes need a collectives backend to exchange data (GPUs and TPUs have theirs).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
         )

@@ -8,6 +8,7 @@ the next step boundary and exits 0. A non-finite loss or gradient norm stops the
 anything is saved, so the last checkpoint stays good.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,6 +29,7 @@ from ml_collections import config_flags
 from segjax import metrics as metrics_lib
 from segjax import parallel
 from segjax.checkpoint import Checkpointer
+from segjax.cli import parse_flags
 from segjax.data import DataError, eval_dataset, load_dataset, train_iterator
 from segjax.losses import make_loss
 from segjax.models import ARCHS, create_model
@@ -193,11 +195,25 @@ class _Preemption:
         self.requested = True
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Trains (resuming from ``workdir`` if it holds checkpoints); returns the last eval
-    metrics."""
-    os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a config builds, shared by training and evaluation."""
+
+    dataset: Any
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    input_shape: tuple[int, ...]
+    batch_sharding: Any
+    replicated: Any
+
+    def init_fn(self):
+        return functools.partial(
+            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape
+        )
+
+
+def setup_run(config: ml_collections.ConfigDict) -> Run:
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     if config.batch_size % (config.accumulation_steps * jax.device_count()):
@@ -206,19 +222,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"accumulation_steps x devices ({config.accumulation_steps} x "
             f"{jax.device_count()})"
         )
-    batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
-
     dataset = load_dataset(config.data)
     in_channels = dataset.split("train")[0]["image"].shape[-1]
     model = model_from_config(config.model, dataset.num_classes, in_channels)
     tx, schedule = create_optimizer(config.optimizer, config.total_steps)
-    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
-    input_shape = (1, *config.data.image_size, in_channels)
-
-    init = jax.jit(
-        functools.partial(create_train_state, model=model, tx=tx, input_shape=input_shape),
-        out_shardings=replicated,
+    return Run(
+        dataset,
+        model,
+        tx,
+        schedule,
+        (1, *config.data.image_size, in_channels),
+        parallel.batch_sharding(mesh),
+        parallel.replicated(mesh),
     )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Trains (resuming from ``workdir`` if it holds checkpoints); returns the last eval
+    metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    run = setup_run(config)
+    dataset, model, schedule = run.dataset, run.model, run.schedule
+    batch_sharding, replicated = run.batch_sharding, run.replicated
+    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
+    input_shape = run.input_shape
+
+    init = jax.jit(run.init_fn(), out_shardings=replicated)
     start = time.perf_counter()
     state = init(jax.random.PRNGKey(config.seed))
     _say(f"initialised in {time.perf_counter() - start:.1f} s")
@@ -340,26 +370,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return eval_metrics
 
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "experiment config file", lock_config=True
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints and logs")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator", None, "host:port of process 0, for multi-process runs started by hand"
-)
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "with --coordinator")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "with --coordinator")
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program, so importing this module
+    (as segjax.evaluate does) defines none."""
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory for checkpoints and logs")
+    flags.DEFINE_string(
+        "coordinator", None, "host:port of process 0, for multi-process runs started by hand"
+    )
+    flags.DEFINE_integer("num_processes", None, "with --coordinator")
+    flags.DEFINE_integer("process_id", None, "with --coordinator")
 
 
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    if _CONFIG.value is None or not _WORKDIR.value:
+    args = flags.FLAGS
+    if args.config is None or not args.workdir:
         raise app.UsageError("--config and --workdir are required")
     logging.set_verbosity(logging.WARNING)
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     try:
-        metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        metrics = train_and_evaluate(args.config, args.workdir)
     except (ValueError, DataError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -376,4 +408,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=parse_flags)

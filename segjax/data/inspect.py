@@ -15,8 +15,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from PIL import Image
 
+from segjax.cli import parse_flags
 from segjax.data import DataError, load_dataset, train_iterator
-from segjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from segjax.visualize import colourise, denormalise
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file")
 _WORKDIR = flags.DEFINE_string("workdir", None, "where to write augmentations.png")
@@ -25,39 +26,6 @@ _MAX_EXAMPLES = flags.DEFINE_integer(
     "max_examples", 500, "train examples to count class frequencies over"
 )
 _GRID = flags.DEFINE_integer("grid", 8, "augmented examples in the PNG grid")
-
-PALETTE = np.array(
-    [
-        [0, 0, 0],
-        [230, 25, 75],
-        [60, 180, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-        [240, 50, 230],
-        [210, 245, 60],
-    ],
-    np.uint8,
-)
-
-
-def colourise(label: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Class ids as colours (a fixed palette, then hashed colours); invalid pixels grey."""
-    extra = np.random.default_rng(0).integers(0, 256, (256, 3), dtype=np.uint8)
-    palette = np.concatenate([PALETTE, extra[len(PALETTE) :]])
-    out = palette[label % 256]
-    out[~valid] = 128
-    return out
-
-
-def denormalise(image: np.ndarray, mean, std) -> np.ndarray:
-    channels = image.shape[-1]
-    mean = np.asarray(mean or (IMAGENET_MEAN if channels == 3 else [np.mean(IMAGENET_MEAN)]))
-    std = np.asarray(std or (IMAGENET_STD if channels == 3 else [np.mean(IMAGENET_STD)]))
-    out = np.clip((image * std + mean) * 255, 0, 255).astype(np.uint8)
-    return np.repeat(out, 3, axis=-1) if channels == 1 else out[..., :3]
 
 
 def augmentation_grid(batch: dict, count: int, mean, std) -> np.ndarray:
@@ -134,4 +102,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

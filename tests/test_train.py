@@ -1,0 +1,261 @@
+"""End-to-end training through the command line, on the tiny synthetic dataset: determinism,
+exact resume after SIGKILL, SIGTERM, sharding over 8 devices and 2 processes, clear errors."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+ROOT = pathlib.Path(__file__).parents[1]
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "--config",
+    "configs/resnet_unet.py:smoke",
+    "--config.model.encoder=resnet18",
+    "--config.model.encoder_depth=3",
+]
+
+
+def train_command(tfds_dir, workdir, *overrides):
+    return [
+        sys.executable,
+        "-m",
+        "segjax.train",
+        *TINY,
+        f"--config.data.data_dir={tfds_dir}",
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
+
+
+def run(command, devices=1, **kwargs):
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "JAX_PLATFORMS": "cpu",
+    }
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, **kwargs
+    )
+
+
+def losses(workdir):
+    """The last logged train loss of every step (a resumed run logs some steps twice)."""
+    out = {}
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        record = json.loads(line)
+        if "train/loss" in record:
+            out[record["step"]] = record["train/loss"]
+    return out
+
+
+def final_params(workdir, step):
+    """The saved parameters as NumPy arrays (whatever devices wrote them)."""
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    metadata = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    restored = checkpointer.restore(path, restore_args=as_numpy)
+    leaves, _ = jax.tree_util.tree_flatten_with_path(restored["params"])
+    return {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
+
+
+def assert_same_params(a, b, **tolerance):
+    assert a.keys() == b.keys()
+    for key in a:
+        if tolerance:
+            np.testing.assert_allclose(a[key], b[key], err_msg=key, **tolerance)
+        else:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def wait_for(predicate, process, timeout=240):
+    start = time.time()
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended early: {process.communicate()}")
+        if time.time() - start > timeout:
+            process.kill()
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+STEPS = [
+    "--config.total_steps=8",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=2",
+    "--config.eval_every_steps=100",
+]
+
+
+def test_determinism_and_exact_resume_after_sigkill(tfds_dir, shapes_small, tmp_path):
+    reference = run(train_command(tfds_dir, tmp_path / "a", *STEPS))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert "first step (compile + run)" in reference.stdout and "ETA" in reference.stdout
+
+    killed_dir = tmp_path / "b"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    process = subprocess.Popen(
+        train_command(tfds_dir, killed_dir, *STEPS),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: (killed_dir / "checkpoints" / "4").is_dir(), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = max(losses(killed_dir))
+    assert interrupted_at < 8, "the run should have been killed mid-way"
+
+    resumed = run(train_command(tfds_dir, killed_dir, *STEPS))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from step" in resumed.stdout
+    # Same seed, same config: the same losses at every step; after the kill and resume too.
+    assert losses(killed_dir) == losses(tmp_path / "a")
+    assert_same_params(final_params(killed_dir, 8), final_params(tmp_path / "a", 8))
+
+
+def test_sigterm_saves_exits_zero_and_resumes(tfds_dir, shapes_small, tmp_path):
+    workdir = tmp_path / "run"
+    overrides = [
+        "--config.total_steps=30",
+        "--config.log_every_steps=1",
+        "--config.checkpoint_every_steps=100",
+        "--config.eval_every_steps=100",
+    ]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    process = subprocess.Popen(
+        train_command(tfds_dir, workdir, *overrides),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: (workdir / "metrics.jsonl").exists() and len(losses(workdir)) >= 3, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "SIGTERM: saved step" in stdout
+    saved = int(stdout.split("SIGTERM: saved step ")[1].split()[0])
+    assert 3 <= saved < 30 and (workdir / "checkpoints" / str(saved)).is_dir()
+
+    resumed = run(train_command(tfds_dir, workdir, *overrides))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from step {saved}" in resumed.stdout
+    assert max(losses(workdir)) == 30
+
+
+SHARDED = [
+    "--config.batch_size=8",
+    "--config.total_steps=2",
+    "--config.log_every_steps=1",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+]
+
+
+def test_eight_devices_and_two_processes_match_one_device(tfds_dir, shapes_small, tmp_path):
+    """The same global batches on 1 device, 8 simulated devices, and 2 processes x 2 devices
+    (jax.distributed on 127.0.0.1): the same losses, eval metrics and parameters, to float
+    tolerance (reductions run in a different order)."""
+    one = run(train_command(tfds_dir, tmp_path / "one", *SHARDED), devices=1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    eight = run(train_command(tfds_dir, tmp_path / "eight", *SHARDED), devices=8)
+    assert eight.returncode == 0, eight.stderr[-3000:]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    processes = [
+        subprocess.Popen(
+            train_command(
+                tfds_dir,
+                tmp_path / "two",
+                *SHARDED,
+                f"--coordinator=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=400) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-3000:]
+
+    reference = losses(tmp_path / "one")
+    params = final_params(tmp_path / "one", 2)
+    for name in ("eight", "two"):
+        other = losses(tmp_path / name)
+        assert other.keys() == reference.keys()
+        np.testing.assert_allclose(
+            [other[k] for k in sorted(other)], [reference[k] for k in sorted(reference)], rtol=1e-4
+        )
+        assert_same_params(final_params(tmp_path / name, 2), params, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["--config.optimizer.lr=0.1"], "optimizer.lr"),
+        (["--config.model.encoder=resnet1000"], "encoder='resnet1000' is not valid"),
+        (["--config.optimizer.name=adam"], "optimizer.name='adam'"),
+        (
+            ["--config.data.name=folder", "--config.data.path=/no/such/dir"],
+            "data.path='/no/such/dir': no such directory",
+        ),
+    ],
+)
+def test_bad_config_is_a_clear_error(tfds_dir, tmp_path, overrides, message):
+    result = run(train_command(tfds_dir, tmp_path / "run", *overrides))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tfds_dir, shapes_small, tmp_path):
+    workdir = tmp_path / "run"
+    result = run(
+        train_command(
+            tfds_dir,
+            workdir,
+            "--config.total_steps=40",
+            "--config.log_every_steps=1",
+            "--config.checkpoint_every_steps=1",
+            "--config.eval_every_steps=100",
+            "--config.optimizer.learning_rate=1e12",
+            "--config.optimizer.grad_clip_norm=0",
+            "--config.optimizer.warmup_steps=0",
+            "--config.optimizer.schedule=constant",
+        )
+    )
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: non-finite loss at step") and "Traceback" not in result.stderr
+    bad_step = int(error.split("at step ")[1].split()[0])
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) < bad_step
+    params = final_params(workdir, max(saved))
+    assert all(np.isfinite(v).all() for v in params.values())
