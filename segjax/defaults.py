@@ -15,10 +15,10 @@ VARIANTS = ("smoke", "small", "dsb2018")
 def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.total_steps = 3000
+    config.total_steps = 2000
     config.batch_size = 8  # global, over all processes
     config.accumulation_steps = 1  # micro-batches per step (gradient accumulation)
-    config.log_every_steps = 50
+    config.log_every_steps = 100
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500
     config.keep_checkpoints = 2  # the last ones; the best by best_metric is kept as well
@@ -53,7 +53,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     opt.grad_clip_norm = 1.0  # 0 = no clipping
 
     config.loss = ml_collections.ConfigDict()
-    config.loss.weights = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": 0.0})
+    config.loss.weights = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": 1.0})
     config.loss.options = ml_collections.ConfigDict()  # e.g. {"focal": {"gamma": 2.0}}
 
     config.data = data = ml_collections.ConfigDict()
@@ -66,7 +66,8 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.num_classes = 0  # 0: the dataset's own class list
     data.class_names = ()  # names for a folder dataset without classes.json
     data.ignore_label = 255  # pixels with this mask value count nowhere
-    data.image_size = (128, 128)  # training crops (height, width)
+    # Training crops (height, width). On XLA:CPU 96x96 trains faster than 64x64 or 128x128.
+    data.image_size = (96, 96)
     data.eval_size = ()  # () = full resolution, else (height, width) to resize to
     data.mean = ()  # () = ImageNet statistics
     data.std = ()
@@ -99,6 +100,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
         data.augment.vflip = True
         data.augment.rot90 = True
         data.augment.scale_range = (0.5, 1.5)
+        data.image_size = (128, 128)
     elif variant not in (None, "", "small"):
         raise ValueError(f"unknown config variant {variant!r}; choose one of {list(VARIANTS)}")
     return config

@@ -115,7 +115,10 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     image_dir = os.path.join(workdir, f"predictions_{split}")
     os.makedirs(image_dir, exist_ok=True)
     source = run.dataset.split(split)
-    for batch in eval_dataset(run.dataset, split, config.data, config.batch_size):
+    batches = eval_dataset(
+        run.dataset, split, config.data, config.batch_size, row_multiple=jax.device_count()
+    )
+    for batch in batches:
         global_batch = parallel.to_global(batch, run.batch_sharding)
         confusion = confusion + np.asarray(p_eval(state, global_batch).addressable_data(0))
         if saved < num_images and jax.process_index() == 0:

@@ -139,7 +139,9 @@ def eval_step(
 
 def evaluate(eval_fn, state, dataset, split: str, config, sharding) -> dict[str, float]:
     confusion = 0
-    batches = eval_dataset(dataset, split, config.data, config.batch_size)
+    batches = eval_dataset(
+        dataset, split, config.data, config.batch_size, row_multiple=jax.device_count()
+    )
     for batch in batches:
         result = eval_fn(state, parallel.to_global(batch, sharding))
         confusion = confusion + np.asarray(result.addressable_data(0))

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from segjax.data import DataError, eval_dataset, load_dataset, num_eval_batches, train_iterator
+from segjax.data import DataError, eval_dataset, eval_plan, load_dataset, train_iterator
 from segjax.data.augment import flip_and_rotate, random_scale_crop
 from tests.conftest import varied_items, write_folder
 
@@ -119,43 +119,70 @@ def test_two_processes_read_disjoint_halves_of_the_same_global_batches(shapes_sm
 @pytest.mark.parametrize("process_count", [1, 2, 3])
 def test_eval_sees_every_example_exactly_once(shapes_small, small_config, process_count):
     """23 test examples, global batch 6 (not a divisor): padding rows have an empty valid mask,
-    and the real rows cover the split once."""
+    and the real rows cover the split once; every process runs batches of the same shapes."""
     global_batch = 6
     seen = []
-    batches_per_process = set()
+    shapes = set()
     for p in range(process_count):
         batches = list(
             eval_dataset(shapes_small, "test", small_config.data, global_batch, p, process_count)
         )
-        batches_per_process.add(len(batches))
+        shapes.add(tuple(batch["image"].shape for batch in batches))
         for batch in batches:
             real = batch["valid"].reshape(len(batch["index"]), -1).any(axis=1)
             assert np.array_equal(real, batch["index"] >= 0)
             seen += list(batch["index"][real])
     assert sorted(seen) == list(range(23))
-    assert batches_per_process == {
-        num_eval_batches(shapes_small, "test", global_batch, process_count)
-    }
+    assert len(shapes) == 1  # the same batch shapes on every process
+    # 4 batches: 3 full, and the last shrunk to the 5 remaining rounded up to the process count.
+    last_rows = -(-5 // process_count) * process_count
+    assert [s[0] * process_count for s in shapes.pop()] == [6, 6, 6, last_rows]
 
 
-def test_full_resolution_eval_pads_to_the_largest_image(tmp_path, tfds_dir):
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_full_resolution_eval_batches_images_of_similar_size(tmp_path, tfds_dir, process_count):
+    """Sizes 20x24 .. 32x44: a batch holds one 32-pixel size bucket on the canvas of its largest
+    image, not the whole split's largest; every pixel of every image is there once."""
     from tests.test_data_builders import data_config
 
     items = varied_items(5)
     root = write_folder(tmp_path / "data", items, splits={"test": list(items)})
     data = data_config(name="folder", path=root, data_dir=tfds_dir, num_classes=2)
     dataset = load_dataset(data)
-    batches = list(eval_dataset(dataset, "test", data, 4, 0, 1))
-    assert batches[0]["image"].shape == (4, 32, 44, 3)  # the largest is 32x44
     source = dataset.split("test")
-    for batch in batches:
-        for row, index in enumerate(batch["index"]):
-            if index < 0:
-                continue
-            mask = source[int(index)]["mask"]
-            height, width = mask.shape
-            assert batch["valid"][row].sum() == height * width  # no ignore label here
-            np.testing.assert_array_equal(batch["label"][row, :height, :width], mask)
+    sizes = [source[i]["mask"].shape for i in range(len(source))]
+
+    plan = eval_plan(dataset, "test", data, 4, process_count)
+    assert [len(b.examples) for b in plan] == [2, 3]  # buckets: width <= 32 and width in 33..64
+    assert [b.rows for b in plan] == [2, 4 if process_count == 2 else 3]
+    for batch in plan:
+        assert batch.canvas == tuple(max(sizes[i][a] for i in batch.examples) for a in (0, 1))
+    assert plan[-1].canvas == (32, 44)  # the largest image
+    assert plan[0].canvas == (23, 29)
+
+    seen = []
+    for p in range(process_count):
+        for batch, planned in zip(
+            eval_dataset(dataset, "test", data, 4, p, process_count), plan, strict=True
+        ):
+            assert batch["image"].shape == (planned.rows // process_count, *planned.canvas, 3)
+            for row, index in enumerate(batch["index"]):
+                if index < 0:
+                    assert not batch["valid"][row].any()
+                    continue
+                seen.append(int(index))
+                mask = source[int(index)]["mask"]
+                height, width = mask.shape
+                assert batch["valid"][row].sum() == height * width  # no ignore label here
+                np.testing.assert_array_equal(batch["label"][row, :height, :width], mask)
+    assert sorted(seen) == list(range(5))
+
+
+def test_eval_rows_divide_among_devices(shapes_small, small_config):
+    plan = eval_plan(shapes_small, "test", small_config.data, 8, 1, row_multiple=4)
+    assert [b.rows for b in plan] == [8, 8, 8]  # 23 examples: the last batch 7 -> 8 rows
+    with pytest.raises(DataError, match="batch_size=6 must be a multiple of 4"):
+        eval_plan(shapes_small, "test", small_config.data, 6, 1, row_multiple=4)
 
 
 def test_eval_size_resizes(shapes_small, small_config):

@@ -6,7 +6,7 @@ Importing this package registers the builders, so ``tfds.builder("segjax_shapes"
 from segjax.data.errors import DataError
 from segjax.data.pipeline import (
     eval_dataset,
-    num_eval_batches,
+    eval_plan,
     train_dataset,
     train_iterator,
 )
@@ -17,8 +17,8 @@ __all__ = [
     "DataError",
     "Dataset",
     "eval_dataset",
+    "eval_plan",
     "load_dataset",
-    "num_eval_batches",
     "train_dataset",
     "train_iterator",
 ]

@@ -9,10 +9,11 @@ examples. Because grain's MapDataset is random access, the iterator state is a p
 ``iterator.get_state()`` is a small dict, and ``set_state`` on a freshly built pipeline continues
 with exactly the batches an uninterrupted run would have seen.
 
-Evaluation counts every example exactly once: process p takes examples p, p + P, ...; all
-processes run the same number of batches; the last ones are padded with empty examples. Images
-keep their full resolution (padded to the largest of the split) unless ``data.eval_size`` resizes
-them. ``valid`` marks the pixels that count (not padding, not the ignore label).
+Evaluation counts every example exactly once. Images keep their full resolution unless
+``data.eval_size`` resizes them: ``eval_plan`` groups them by size into global batches (each on
+the canvas of its largest image, so a split of varied sizes compiles a few shapes and pads
+little), the same plan on every process; process p takes its rows of each, and padding rows are
+empty examples. ``valid`` marks the pixels that count (not padding, not the ignore label).
 
 Each batch: ``image`` float32 (b, H, W, C) normalised, ``label`` int32 (b, H, W) (0 where not
 valid), ``valid`` bool (b, H, W), ``index`` int32 (b,) position in the split (-1 for padding).
@@ -182,10 +183,63 @@ def train_iterator(*args, **kwargs) -> grain.DatasetIterator:
     return iter(train_dataset(*args, **kwargs))
 
 
+# Full-resolution images are grouped by their size rounded up to this (a multiple of every
+# model's deepest stride), so a split of many sizes compiles the eval step a few times, not once per
+# size, and no image is padded far beyond its own size.
+SIZE_BUCKET = 32
+
+
 @functools.lru_cache(maxsize=16)
-def _largest_size(source: SplitSource) -> tuple[int, int]:
-    sizes = np.array([source[i]["mask"].shape for i in range(len(source))])
-    return int(sizes[:, 0].max()), int(sizes[:, 1].max())
+def _example_sizes(source: SplitSource) -> tuple[tuple[int, int], ...]:
+    return tuple(tuple(int(n) for n in source[i]["mask"].shape) for i in range(len(source)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalBatch:
+    """One global eval batch: the examples (positions in the split), and its rows and canvas."""
+
+    examples: tuple[int, ...]
+    rows: int  # >= len(examples); the rest are padding rows
+    canvas: tuple[int, int]
+
+
+def eval_plan(
+    dataset: Dataset,
+    split: str,
+    data: Any,
+    global_batch_size: int,
+    process_count: int = 1,
+    row_multiple: int = 1,
+) -> list[EvalBatch]:
+    """The global eval batches of ``split``, the same on every process.
+
+    Examples are grouped by size bucket (``SIZE_BUCKET``), smallest first; a batch holds one
+    bucket's examples on a canvas of their largest height and width. A bucket's last batch is
+    shrunk to the fewest rows that still divide among ``lcm(process_count, row_multiple)`` (pass
+    the device count), so a few large images do not drag a full batch of padding along.
+    """
+    eval_size = data.get("eval_size")
+    source = dataset.split(split)
+    if eval_size:
+        sizes = (_pair("data.eval_size", eval_size),) * len(source)
+    else:
+        sizes = _example_sizes(source)
+    unit = math.lcm(process_count, row_multiple)
+    if global_batch_size % unit:
+        raise DataError(f"batch_size={global_batch_size} must be a multiple of {unit}")
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for position, (height, width) in enumerate(sizes):
+        key = (-(-height // SIZE_BUCKET), -(-width // SIZE_BUCKET))
+        buckets.setdefault(key, []).append(position)
+    plan = []
+    for key in sorted(buckets, key=lambda k: (k[0] * k[1], k)):
+        members = buckets[key]
+        for start in range(0, len(members), global_batch_size):
+            chunk = tuple(members[start : start + global_batch_size])
+            canvas = tuple(max(sizes[i][axis] for i in chunk) for axis in (0, 1))
+            rows = min(global_batch_size, -(-len(chunk) // unit) * unit)
+            plan.append(EvalBatch(chunk, rows, canvas))
+    return plan
 
 
 def eval_dataset(
@@ -195,34 +249,24 @@ def eval_dataset(
     global_batch_size: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    row_multiple: int = 1,
 ) -> grain.IterDataset:
-    """This process's share of ``split`` in padded batches; every example once over all
-    processes."""
-    batch, index, count = process_layout(global_batch_size, process_index, process_count)
+    """This process's rows of every global batch of ``eval_plan``: over all processes, every
+    example of ``split`` once."""
+    _, index, count = process_layout(global_batch_size, process_index, process_count)
+    plan = eval_plan(dataset, split, data, global_batch_size, count, row_multiple)
     source = dataset.split(split)
     preprocess = make_preprocess(dataset, data)
     eval_size = data.get("eval_size")
     eval_size = _pair("data.eval_size", eval_size) if eval_size else None
-    canvas = eval_size or _largest_size(source)
     channels = source[0]["image"].shape[-1]
-    mine = range(index, len(source), count)
-    per_process = math.ceil(math.ceil(len(source) / count) / batch) * batch
 
-    def load(position: int) -> dict[str, np.ndarray]:
-        example = source[mine[position]] if position < len(mine) else None
-        return preprocess.evaluate(example, canvas, channels, eval_size)
+    def load(batch_index: int) -> dict[str, np.ndarray]:
+        batch = plan[batch_index]
+        rows = batch.rows // count
+        examples = batch.examples[index * rows : (index + 1) * rows]
+        padded = [source[i] for i in examples] + [None] * (rows - len(examples))
+        loaded = [preprocess.evaluate(e, batch.canvas, channels, eval_size) for e in padded]
+        return {key: np.stack([e[key] for e in loaded]) for key in loaded[0]}
 
-    return (
-        grain.MapDataset.range(per_process)
-        .map(load)
-        .batch(batch)
-        .to_iter_dataset(_read_options(data))
-    )
-
-
-def num_eval_batches(
-    dataset: Dataset, split: str, global_batch_size: int, process_count: int | None = None
-) -> int:
-    _, _, count = process_layout(global_batch_size, 0 if process_count else None, process_count)
-    batch = global_batch_size // count
-    return math.ceil(math.ceil(len(dataset.split(split)) / count) / batch)
+    return grain.MapDataset.range(len(plan)).map(load).to_iter_dataset(_read_options(data))

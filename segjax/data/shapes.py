@@ -1,9 +1,11 @@
 """``segjax_shapes``: a procedurally generated multi-class segmentation dataset, built offline.
 
-Each image has a textured, noisy background and 2-6 overlapping shapes (ellipse, rectangle,
-triangle) of varied scale, rotation, colour and texture; the mask holds the class of the topmost
-shape at each pixel. Every example is a function of (seed, split, index) alone, so two builds with
-one seed are identical, whatever the machine.
+Each image has a dark, textured, noisy background and up to 6 overlapping shapes (ellipse,
+rectangle, triangle) of varied scale, rotation, colour and texture, each at least
+``MIN_CONTRAST`` brighter than the background in every channel; the mask holds the class of the
+topmost shape at each pixel. The label is readable from the pixels: each shape stays at least
+``MIN_VISIBLE`` in view, and shapes that overlap differ in colour. Every example is a function
+of (seed, split, index) alone, so two builds with one seed are identical, whatever the machine.
 
     import segjax.data, tensorflow_datasets as tfds
     builder = tfds.builder("segjax_shapes/small", file_format="array_record")
@@ -18,6 +20,8 @@ from segjax.data.png import encode_png
 
 CLASS_NAMES = ("background", "ellipse", "rectangle", "triangle")
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+MIN_CONTRAST = 60.0  # how much brighter than the background each channel of a shape is
+MIN_VISIBLE = 0.6  # the least fraction of each shape that stays in view (in the image, not hidden)
 
 
 @dataclasses.dataclass
@@ -68,31 +72,66 @@ def _shape_mask(rng, kind, yy, xx, cy, cx, radius):
     return inside
 
 
+def _place_shape(rng, size, shapes, areas, colours, base):
+    """A shape whose label can be read from the pixels: at least ``MIN_VISIBLE`` of it inside the
+    image, hiding at most ``1 - MIN_VISIBLE`` of any shape already drawn, in a colour that differs
+    by ``MIN_CONTRAST`` from the background and from each shape it overlaps. None if 20 tries fail.
+    """
+    margin = size // 2  # the shape is drawn on a larger canvas to see how much of it is outside
+    big_yy, big_xx = np.mgrid[-margin : size + margin, -margin : size + margin].astype(np.float32)
+    for _ in range(20):
+        kind = int(rng.integers(1, len(CLASS_NAMES)))
+        radius = size * rng.uniform(0.1, 0.3)
+        cy, cx = rng.uniform(0, size, 2)
+        whole = _shape_mask(rng, kind, big_yy, big_xx, cy, cx, radius)
+        inside = whole[margin : margin + size, margin : margin + size]
+        if inside.sum() < MIN_VISIBLE * whole.sum():
+            continue
+        covered = np.bincount(shapes[inside], minlength=len(areas) + 1)[1:]
+        visible = np.bincount(shapes.ravel(), minlength=len(areas) + 1)[1:] - covered
+        if np.any(visible < MIN_VISIBLE * np.asarray(areas, np.int64)):
+            continue
+        below = [colours[i] for i in np.flatnonzero(covered)]
+        colour = np.clip(base + MIN_CONTRAST + rng.uniform(0, 120, 3), 0, 255)
+        if all(np.abs(colour - c).max() >= MIN_CONTRAST for c in below):
+            return kind, inside, colour
+    return None
+
+
 def generate_example(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 (size, size, 3), mask uint8 (size, size)) pair."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    base = rng.uniform(40, 215, 3)
-    image = base + 35 * _texture(rng, yy, xx)[..., None] * rng.uniform(0.3, 1.0, 3)
+    base = rng.uniform(15, 95, 3)  # a dark, textured background
+    image = base + 20 * _texture(rng, yy, xx)[..., None] * rng.uniform(0.3, 1.0, 3)
     mask = np.zeros((size, size), np.uint8)
+    shapes = np.zeros((size, size), np.int32)  # which shape (1, 2, ...) is on top at each pixel
+    areas, colours = [], []  # of each shape drawn, its whole area in the image and its colour
     for _ in range(rng.integers(2, 7)):
-        kind = int(rng.integers(1, len(CLASS_NAMES)))
-        radius = size * rng.uniform(0.08, 0.3)
-        cy, cx = rng.uniform(0, size, 2)
-        inside = _shape_mask(rng, kind, yy, xx, cy, cx, radius)
-        colour = rng.uniform(0, 255, 3)
-        fill = colour + 45 * _texture(rng, yy, xx)[..., None] * rng.uniform(0.3, 1.0, 3)
+        placed = _place_shape(rng, size, shapes, areas, colours, base)
+        if placed is None:
+            continue
+        kind, inside, colour = placed
+        areas.append(int(inside.sum()))
+        colours.append(colour)
+        fill = colour + 25 * _texture(rng, yy, xx)[..., None] * rng.uniform(0.3, 1.0, 3)
         image = np.where(inside[..., None], fill, image)
         mask[inside] = kind
-    image += rng.normal(0, rng.uniform(2, 14), image.shape)
+        shapes[inside] = len(colours)
+    image += rng.normal(0, rng.uniform(2, 10), image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
 class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic shapes: background plus ellipses, rectangles and triangles."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Shapes brighter than a dark background; softer textures and noise.",
+        "1.2.0": "Every label readable from the pixels: shapes mostly in view, and overlapping "
+        "shapes in distinct colours.",
+    }
     BUILDER_CONFIGS = [
         ShapesConfig(name="default", description="2000/200/200 images of 128x128"),
         ShapesConfig(
