@@ -1,0 +1,1 @@
+"""Experiments: sweeps of ordinary training runs, defined in ``experiments/*.py``."""

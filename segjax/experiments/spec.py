@@ -1,0 +1,79 @@
+"""An experiment file: ``get_experiment()`` returns an ``Experiment``, a list of runs each named by
+a config file and ``--config.`` overrides, like flax example variants or big_vision sweeps.
+
+    from segjax.experiments.spec import Experiment, Member
+
+    def get_experiment():
+        common = {"total_steps": 600, "batch_size": 8}
+        return Experiment(
+            name="backbones",
+            members=[
+                Member("unet_resnet34", "configs/resnet_unet.py:dsb2018",
+                       {**common, "model.encoder": "resnet34"}),
+                ...
+            ],
+            eval_split="test",
+        )
+"""
+
+import dataclasses
+import importlib.util
+import os
+import re
+from typing import Any
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    name: str  # also its directory under the sweep's workdir
+    config: str  # a config file, with an optional ':variant'
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # config key -> value
+
+    def train_arguments(self, extra: dict[str, Any] | None = None) -> list[str]:
+        """The ``segjax.train`` flags of this run; ``extra`` (the runner's ``--set``) wins."""
+        merged = {**self.overrides, **(extra or {})}
+        return ["--config", self.config] + [
+            f"--config.{key}={format_value(value)}" for key, value in merged.items()
+        ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    members: list[Member]
+    eval_split: str = "test"
+
+
+def format_value(value: Any) -> str:
+    """A value as ml_collections' command-line override syntax expects it."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def load_experiment(path: str) -> Experiment:
+    """Imports ``path`` and checks what its ``get_experiment()`` returns; errors name the file."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such experiment file")
+    spec = importlib.util.spec_from_file_location("segjax_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_experiment"):
+        raise ValueError(f"{path}: defines no get_experiment()")
+    experiment = module.get_experiment()
+    if not isinstance(experiment, Experiment) or not experiment.members:
+        raise ValueError(f"{path}: get_experiment() must return an Experiment with members")
+    names = [m.name for m in experiment.members]
+    for name in names:
+        if not NAME.match(name):
+            raise ValueError(f"{path}: member name {name!r} must be letters, digits, _ . -")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: member names {duplicates} appear more than once")
+    for member in experiment.members:
+        config_file = member.config.split(":")[0]
+        if not os.path.isfile(config_file):
+            raise ValueError(f"{path}: member {member.name!r}: no config file {config_file!r}")
+    return experiment

@@ -1,0 +1,135 @@
+"""The sweep runner: members are ordinary train + evaluate runs; a killed sweep re-run finishes
+only what is missing."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from segjax.experiments.spec import Experiment, Member, load_experiment
+
+ROOT = pathlib.Path(__file__).parents[1]
+pytestmark = pytest.mark.slow
+
+EXPERIMENT = """
+from segjax.experiments.spec import Experiment, Member
+
+def get_experiment():
+    common = {"model.encoder": "resnet18", "model.encoder_depth": 3, "total_steps": 4}
+    return Experiment(
+        name="tiny",
+        members=[
+            Member("first", "configs/resnet_unet.py:smoke", common),
+            Member("second", "configs/resnet_unet.py:smoke", {**common, "seed": 1}),
+        ],
+        eval_split="test",
+    )
+"""
+
+
+def runner(path, workdir, tfds_dir, *flags):
+    return [
+        sys.executable,
+        "-m",
+        "segjax.experiments.run",
+        str(path),
+        "--workdir",
+        str(workdir),
+        f"--set=data.data_dir={tfds_dir}",
+        *flags,
+    ]
+
+
+def env():
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
+def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(EXPERIMENT)
+    workdir = tmp_path / "sweep"
+
+    dry = subprocess.run(
+        runner(path, workdir, tfds_dir, "--dry_run"),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    assert "[1/2] first: to run" in dry.stdout and "segjax.train --config" in dry.stdout
+    assert "--config.seed=1" in dry.stdout and not workdir.exists()
+
+    # Kill the whole sweep (runner and its training process) once the second member is training.
+    process = subprocess.Popen(
+        runner(path, workdir, tfds_dir),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    second = workdir / "second"
+    deadline = time.time() + 300
+    while not (second / "metrics.jsonl").exists():
+        assert process.poll() is None, "the sweep ended before it could be killed"
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first_metrics = (workdir / "first" / "metrics.jsonl").read_text()
+    assert json.loads((workdir / "first" / "member.json").read_text())["finished"]
+    assert not json.loads((second / "member.json").read_text()).get("finished")
+
+    rerun = subprocess.run(
+        runner(path, workdir, tfds_dir),
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "[1/2] first: finished before, skipped" in rerun.stdout
+    assert "[2/2] second: running" in rerun.stdout
+    assert (workdir / "first" / "metrics.jsonl").read_text() == first_metrics  # not retrained
+    records = json.loads((workdir / "results.json").read_text())
+    assert [r["name"] for r in records] == ["first", "second"]
+    for record in records:
+        assert 0.0 <= record["test/miou"] <= 1.0 and record["test/examples"] == 23
+        assert record["train_seconds"] > 0 and record["train_img_per_sec"] > 0
+    assert records[1]["overrides"]["seed"] == 1
+
+
+def test_experiment_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="bad.py: defines no get_experiment"):
+        load_experiment(str(path))
+    with pytest.raises(ValueError, match="no such experiment file"):
+        load_experiment(str(tmp_path / "missing.py"))
+    path.write_text(
+        "from segjax.experiments.spec import Experiment, Member\n"
+        "def get_experiment():\n"
+        "    return Experiment('x', [Member('a', 'configs/resnet_unet.py'),"
+        " Member('a', 'configs/ghost_unet.py')])\n"
+    )
+    with pytest.raises(ValueError, match=r"member names \['a'\] appear more than once"):
+        load_experiment(str(path))
+
+
+def test_member_arguments_format_overrides():
+    member = Member("m", "configs/resnet_unet.py:dsb2018", {"data.image_size": (128, 128)})
+    assert member.train_arguments({"seed": 3}) == [
+        "--config",
+        "configs/resnet_unet.py:dsb2018",
+        "--config.data.image_size=128,128",
+        "--config.seed=3",
+    ]
+    assert Experiment("x", [member]).eval_split == "test"
