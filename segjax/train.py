@@ -119,7 +119,7 @@ def train_step(
         grads = jax.tree.map(lambda g: g / k, grads)
         loss, parts = jnp.mean(losses), jax.tree.map(jnp.mean, parts)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    scalars = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    scalars = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
     scalars.update({f"loss/{name}": value for name, value in parts.items()})
     return new_state, scalars
 
