@@ -63,7 +63,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         check=False,
     )
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "[1/2] first: to run" in dry.stdout and "segjax.train --config" in dry.stdout
+    assert "[1/2] first: to run" in dry.stdout and "python -m segjax.train --config" in dry.stdout
     assert "--config.seed=1" in dry.stdout and not workdir.exists()
 
     # Kill the whole sweep (runner and its training process) once the second member is training.
@@ -133,3 +133,26 @@ def test_member_arguments_format_overrides():
         "--config.seed=3",
     ]
     assert Experiment("x", [member]).eval_split == "test"
+
+
+def test_backbones_experiment_names_real_keys_and_one_budget():
+    import importlib.util
+
+    experiment = load_experiment(str(ROOT / "experiments" / "backbones.py"))
+    assert len(experiment.members) == 12 and experiment.eval_split == "test"
+    budgets = set()
+    for member in experiment.members:
+        path, _, variant = member.config.partition(":")
+        spec = importlib.util.spec_from_file_location("config", ROOT / path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(variant or None)
+        for key in member.overrides:
+            node = config
+            for part in key.split("."):
+                assert part in node, f"{member.name}: no config key {key!r}"
+                node = node[part]
+        budgets.add(
+            tuple(member.overrides[k] for k in ("total_steps", "batch_size", "data.image_size"))
+        )
+    assert len(budgets) == 1  # every member trains with the same budget

@@ -154,7 +154,7 @@ def main(argv) -> None:
         if args.dry_run:
             print(f"{header}: {'finished' if done else 'to run'}")
             for command in member_commands(member, args.workdir, experiment.eval_split, extra):
-                print("  " + " ".join(command[1:]))
+                print("  python " + " ".join(command[1:]))
             continue
         if done:
             print(f"{header}: finished before, skipped", flush=True)
