@@ -62,13 +62,23 @@ def choose_step(workdir: str, checkpointer: Checkpointer, which: str, metric: st
 
 
 def format_table(results: dict[str, float], class_names) -> str:
-    lines = [f"{'class':<20} {'IoU':>8} {'Dice':>8}"]
-    for name in class_names:
-        lines.append(f"{name:<20} {results[f'iou/{name}']:8.4f} {results[f'dice/{name}']:8.4f}")
-    lines.append(f"{'mean':<20} {results['miou']:8.4f} {results['dice']:8.4f}")
+    """Per class and mean: IoU and Dice pooled over the split's pixels, and averaged over images."""
+    lines = [
+        f"{'':<20} {'whole split':>17} {'mean over images':>19}",
+        f"{'class':<20} {'IoU':>8} {'Dice':>8} {'IoU':>9} {'Dice':>9}",
+    ]
+    rows = [(name, f"/{name}") for name in class_names] + [("mean", None)]
+    for name, suffix in rows:
+        keys = ("iou", "dice") if suffix else ("miou", "dice")
+        pooled = [results[k + (suffix or "")] for k in keys]
+        image = [results["image_" + k + (suffix or "")] for k in keys]
+        lines.append(
+            f"{name:<20} {pooled[0]:8.4f} {pooled[1]:8.4f} {image[0]:9.4f} {image[1]:9.4f}"
+        )
     lines.append(
         f"pixel accuracy {results['pixel_accuracy']:.4f}, precision "
-        f"{results['precision']:.4f}, recall {results['recall']:.4f}"
+        f"{results['precision']:.4f}, recall {results['recall']:.4f} "
+        f"({results['images']} images)"
     )
     return "\n".join(lines)
 
@@ -111,7 +121,7 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
         out_shardings=run.batch_sharding,
     )
 
-    confusion, saved = 0, 0
+    per_image, saved = [], 0
     image_dir = os.path.join(workdir, f"predictions_{split}")
     os.makedirs(image_dir, exist_ok=True)
     source = run.dataset.split(split)
@@ -120,7 +130,7 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     )
     for batch in batches:
         global_batch = parallel.to_global(batch, run.batch_sharding)
-        confusion = confusion + np.asarray(p_eval(state, global_batch).addressable_data(0))
+        per_image.append(np.asarray(p_eval(state, global_batch).addressable_data(0)))
         if saved < num_images and jax.process_index() == 0:
             predictions = np.asarray(p_predict(state, global_batch["image"]).addressable_data(0))
             for row, index in enumerate(batch["index"][: len(predictions)]):
@@ -141,7 +151,11 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
                 Image.fromarray(side_by_side(panels)).save(os.path.join(image_dir, f"{name}.png"))
                 saved += 1
     class_names = list(run.dataset.class_names)
-    results = metrics_lib.summarize(confusion, class_names)
+    per_image = np.concatenate(per_image)
+    results = {
+        **metrics_lib.summarize(per_image.sum(axis=0), class_names),
+        **metrics_lib.summarize_per_image(per_image, class_names),
+    }
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source), **results}
     with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)

@@ -6,6 +6,8 @@ metrics in NumPy. Pixels with ``valid == False`` (padding, ignore label) are not
 model (one output channel) is scored as two classes, background and foreground.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,16 @@ def confusion_matrix(
     return counts.astype(jnp.int32).reshape(c, c)
 
 
+def per_image_confusion(
+    predictions: jax.Array, labels: jax.Array, valid: jax.Array, num_classes: int
+) -> jax.Array:
+    """(B, C, C): one confusion matrix per image of the batch. Summed over B it is the batch's
+    ``confusion_matrix``; kept apart it gives metrics averaged over images."""
+    return jax.vmap(lambda p, y, v: confusion_matrix(p, y, v, num_classes))(
+        predictions, labels, valid
+    )
+
+
 def summarize(confusion: np.ndarray, class_names=None) -> dict[str, float]:
     """Mean IoU, per-class IoU, Dice/F1, precision, recall and pixel accuracy.
 
@@ -71,4 +83,33 @@ def summarize(confusion: np.ndarray, class_names=None) -> dict[str, float]:
     for name, value, d in zip(names, iou, dice, strict=True):
         out[f"iou/{name}"] = float(value)
         out[f"dice/{name}"] = float(d)
+    return out
+
+
+def summarize_per_image(confusions: np.ndarray, class_names=None) -> dict[str, float]:
+    """Metrics averaged over images rather than pooled over pixels: each image's mean IoU and
+    Dice (over the classes that occur in it), then their mean over images; per class, the mean
+    over the images where the class occurs. Images without a valid pixel (batch padding) are
+    left out. Keys carry an ``image_`` prefix: ``image_miou``, ``image_dice``,
+    ``image_iou/<class>``, ``image_dice/<class>``, and ``images`` (how many were averaged)."""
+    confusions = np.asarray(confusions, np.float64)
+    confusions = confusions[confusions.sum(axis=(1, 2)) > 0]
+    tp = np.diagonal(confusions, axis1=1, axis2=2)
+    fp = confusions.sum(axis=1) - tp
+    fn = confusions.sum(axis=2) - tp
+    occurs = (tp + fp + fn) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(occurs, tp / (tp + fp + fn), np.nan)
+        dice = np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan)
+    out = {"images": int(len(confusions))}
+    if not len(confusions):
+        return {**out, "image_miou": float("nan"), "image_dice": float("nan")}
+    out["image_miou"] = float(np.mean(np.nanmean(iou, axis=1)))
+    out["image_dice"] = float(np.mean(np.nanmean(dice, axis=1)))
+    names = class_names or [str(i) for i in range(tp.shape[1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class in no image: nanmean is nan
+        for i, name in enumerate(names):
+            out[f"image_iou/{name}"] = float(np.nanmean(iou[:, i]))
+            out[f"image_dice/{name}"] = float(np.nanmean(dice[:, i]))
     return out

@@ -127,14 +127,15 @@ def train_step(
 def eval_step(
     state: TrainState, batch: dict, *, model, num_classes: int, mode: str = "accurate"
 ) -> jax.Array:
-    """The confusion matrix of one global batch (valid pixels only)."""
+    """(B, C, C): the confusion matrix of each image of one global batch (valid pixels only);
+    a padding row, with no valid pixel, is all zeros."""
     variables = {
         "params": state.params,
         **({"batch_stats": state.batch_stats} if state.batch_stats else {}),
     }
     outputs = model.apply(variables, batch["image"], train=False)
     predictions = metrics_lib.predict(outputs, mode)
-    return metrics_lib.confusion_matrix(predictions, batch["label"], batch["valid"], num_classes)
+    return metrics_lib.per_image_confusion(predictions, batch["label"], batch["valid"], num_classes)
 
 
 def evaluate(eval_fn, state, dataset, split: str, config, sharding) -> dict[str, float]:
@@ -144,7 +145,7 @@ def evaluate(eval_fn, state, dataset, split: str, config, sharding) -> dict[str,
     )
     for batch in batches:
         result = eval_fn(state, parallel.to_global(batch, sharding))
-        confusion = confusion + np.asarray(result.addressable_data(0))
+        confusion = confusion + np.asarray(result.addressable_data(0)).sum(axis=0)
     return metrics_lib.summarize(confusion, list(dataset.class_names))
 
 
@@ -239,6 +240,22 @@ def setup_run(config: ml_collections.ConfigDict) -> Run:
     )
 
 
+def jit_train_step(run: Run, config: ml_collections.ConfigDict):
+    """``train_step`` for this run's model and loss, jitted over the mesh, the state donated."""
+    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
+    return jax.jit(
+        functools.partial(
+            train_step,
+            model=run.model,
+            loss_fn=loss_fn,
+            accumulation_steps=config.accumulation_steps,
+        ),
+        in_shardings=(run.replicated, run.batch_sharding),
+        out_shardings=(run.replicated, run.replicated),
+        donate_argnums=(0,),
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Trains (resuming from ``workdir`` if it holds checkpoints); returns the last eval
     metrics."""
@@ -247,7 +264,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run = setup_run(config)
     dataset, model, schedule = run.dataset, run.model, run.schedule
     batch_sharding, replicated = run.batch_sharding, run.replicated
-    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
     input_shape = run.input_shape
 
     init = jax.jit(run.init_fn(), out_shardings=replicated)
@@ -267,14 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         data_iter.set_state(data_state)
         _say(f"resumed from step {start_step} in {checkpointer.directory}")
 
-    p_train = jax.jit(
-        functools.partial(
-            train_step, model=model, loss_fn=loss_fn, accumulation_steps=config.accumulation_steps
-        ),
-        in_shardings=(replicated, batch_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=(0,),
-    )
+    p_train = jit_train_step(run, config)
     p_eval = jax.jit(
         functools.partial(
             eval_step,

@@ -1,6 +1,7 @@
 """The sweep runner: members are ordinary train + evaluate runs; a killed sweep re-run finishes
 only what is missing."""
 
+import csv
 import json
 import os
 import pathlib
@@ -9,9 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from segjax.experiments.spec import Experiment, Member, load_experiment
+from segjax.models import create_model
+from segjax.models.summary import summarize
 
 ROOT = pathlib.Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
@@ -105,6 +110,38 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         assert 0.0 <= record["test/miou"] <= 1.0 and record["test/examples"] == 23
         assert record["train_seconds"] > 0 and record["train_img_per_sec"] > 0
     assert records[1]["overrides"]["seed"] == 1
+
+    # The report: a table, a CSV and a plot of the finished members, latency measured once.
+    out = tmp_path / "report"
+    report = [
+        sys.executable,
+        "-m",
+        "segjax.experiments.report",
+        str(path),
+        f"--workdir={workdir}",
+        f"--out={out}",
+        "--size=64",
+    ]
+    made = subprocess.run(report, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    table = (out / "results.md").read_text()
+    assert "4 steps of batch 4 at 32x32 (one budget for every model)" in table
+    assert "| first |" in table and "| second |" in table and "GMACs@64" in table
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["name"] for r in rows] == ["first", "second"]
+    model = create_model("unet", "resnet18", num_classes=4, encoder_depth=3)
+    expected = summarize(model, (1, 64, 64, 3))
+    assert int(rows[0]["params"]) == expected.params
+    np.testing.assert_allclose(float(rows[0]["gmacs"]), expected.macs / 1e9)
+    assert float(rows[1]["miou"]) == records[1]["test/miou"]
+    assert float(rows[0]["image_miou"]) == records[0]["test/image_miou"]
+    assert float(rows[0]["inference_ms"]) > 0 and float(rows[0]["train_img_per_sec"]) > 0
+    with Image.open(out / "results.png") as picture:
+        assert picture.size[0] > 800 and picture.size[1] > 400
+    cached = (workdir / "first" / "speed.json").stat().st_mtime_ns
+    again = subprocess.run(report, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (workdir / "first" / "speed.json").stat().st_mtime_ns == cached  # not re-measured
 
 
 def test_experiment_file_errors_name_the_file(tmp_path):

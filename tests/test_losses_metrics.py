@@ -256,3 +256,34 @@ def test_classes_that_occur_nowhere_are_left_out_of_the_mean():
     cm = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
     s = metrics.summarize(cm)
     assert s["miou"] == 1.0 and np.isnan(s["iou/2"])
+
+
+def test_per_image_metrics_by_hand():
+    # Image 1: a perfect prediction. Image 2: one of its two class-1 pixels missed.
+    # Image 3: batch padding (no valid pixel), left out.
+    labels = np.array([[[0, 1, 1]], [[0, 1, 1]], [[0, 0, 0]]])
+    preds = np.array([[[0, 1, 1]], [[0, 0, 1]], [[1, 1, 1]]])
+    valid = np.array([[[True] * 3], [[True] * 3], [[False] * 3]])
+    per_image = np.asarray(metrics.per_image_confusion(preds, labels, valid, 2))
+    assert per_image.shape == (3, 2, 2)
+    np.testing.assert_array_equal(
+        per_image.sum(axis=0), metrics.confusion_matrix(preds, labels, valid, 2)
+    )
+    s = metrics.summarize_per_image(per_image, ["bg", "fg"])
+    assert s["images"] == 2
+    # Image 2: bg IoU 1/2, fg IoU 1/2; Dice 2/3 each.
+    np.testing.assert_allclose(s["image_miou"], (1.0 + 0.5) / 2)
+    np.testing.assert_allclose(s["image_dice"], (1.0 + 2 / 3) / 2)
+    np.testing.assert_allclose(s["image_iou/fg"], (1.0 + 0.5) / 2)
+    # Pooled over both images the numbers differ: fg IoU 3/4, bg IoU 2/3.
+    pooled = metrics.summarize(per_image.sum(axis=0), ["bg", "fg"])
+    np.testing.assert_allclose([pooled["iou/bg"], pooled["iou/fg"]], [2 / 3, 3 / 4])
+
+
+def test_per_image_mean_skips_classes_absent_from_an_image():
+    # Image 1 has only background, predicted right: its mIoU is 1 (fg occurs nowhere in it).
+    # Image 2 has foreground that is entirely missed: bg IoU 1/2, fg IoU 0.
+    per_image = np.array([[[4, 0], [0, 0]], [[1, 0], [1, 0]]])
+    s = metrics.summarize_per_image(per_image, ["bg", "fg"])
+    np.testing.assert_allclose(s["image_miou"], (1.0 + 0.25) / 2)
+    np.testing.assert_allclose(s["image_iou/fg"], 0.0)  # the mean over the one image with fg

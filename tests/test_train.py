@@ -304,7 +304,10 @@ def test_evaluate_restores_the_best_checkpoint_and_writes_results(tfds_dir, shap
     }
     assert report["step"] == max(evals, key=evals.get)  # the best by validation mIoU
     assert 0.0 <= report["miou"] <= 1.0 and "iou/triangle" in report
-    assert "triangle" in evaluated.stdout and "mean" in evaluated.stdout
+    # Averaged over the 23 test images as well as pooled over their pixels.
+    assert report["images"] == 23 and 0.0 <= report["image_miou"] <= 1.0
+    assert "image_dice/triangle" in report
+    assert "triangle" in evaluated.stdout and "mean over images" in evaluated.stdout
     pictures = sorted((workdir / "predictions_test").glob("*.png"))
     assert len(pictures) == 3
 

@@ -1,0 +1,102 @@
+"""The segmentation_models.pytorch equivalent of a segjax config, timed the same way.
+
+Optional: needs ``pip install -e '.[bench]'`` (torch and segmentation-models-pytorch). GhostNet
+encoders come from timm through smp's ``tu-`` prefix. Same architecture, encoder, classes, input
+size, batch, optimizer (AdamW with the config's learning rate and weight decay) and loss
+(cross-entropy + Dice); random weights, as segjax has no pretrained ones.
+"""
+
+import statistics
+import time
+
+ENCODERS = {"resnet18": "resnet18", "resnet34": "resnet34", "ghostnet_100": "tu-ghostnet_100"}
+ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
+
+
+def available() -> str | None:
+    """None when torch and smp import, else the reason they don't."""
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as error:
+        return f"{error} (pip install -e '.[bench]' for the segmentation_models.pytorch baseline)"
+    return None
+
+
+def unsupported(config) -> str | None:
+    """Why this config has no smp equivalent, or None."""
+    model = config.model
+    if model.arch not in ARCHS:
+        return f"smp has no {model.arch!r} (the paper models are segjax's own)"
+    if model.encoder not in ENCODERS:
+        return f"no smp encoder mapped for {model.encoder!r}"
+    if model.decoder_block != "conv" or model.attention or model.deep_supervision:
+        return "smp has no Ghost decoder blocks, attention options or deep supervision"
+    return None
+
+
+def build(config, num_classes: int, in_channels: int):
+    import segmentation_models_pytorch as smp
+
+    model = config.model
+    return getattr(smp, ARCHS[model.arch])(
+        encoder_name=ENCODERS[model.encoder],
+        encoder_weights=None,
+        encoder_depth=model.encoder_depth,
+        in_channels=in_channels,
+        classes=num_classes,
+    )
+
+
+def _time(call, warmup: int, repeats: int) -> dict:
+    times = []
+    for _ in range(warmup + repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    measured = [t * 1000 for t in times[warmup:]]
+    return {"first_s": times[0], "ms": measured, "median_ms": statistics.median(measured)}
+
+
+def train_speed(config, num_classes: int, in_channels: int, warmup: int, repeats: int) -> dict:
+    import segmentation_models_pytorch as smp
+    import torch
+
+    torch.manual_seed(config.seed)
+    model = build(config, num_classes, in_channels).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optimizer.learning_rate,
+        weight_decay=config.optimizer.weight_decay,
+    )
+    dice = smp.losses.DiceLoss("multiclass", from_logits=True)
+    height, width = config.data.image_size
+    images = torch.randn(config.batch_size, in_channels, height, width)
+    labels = torch.randint(0, num_classes, (config.batch_size, height, width))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = torch.nn.functional.cross_entropy(logits, labels) + dice(logits, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm or 1e9)
+        optimizer.step()
+
+    result = _time(step, warmup, repeats)
+    return {**result, "images_per_s": config.batch_size / (result["median_ms"] / 1000)}
+
+
+def inference_speed(
+    config, num_classes: int, in_channels: int, batch_size: int, image_size, warmup, repeats
+) -> dict:
+    import torch
+
+    model = build(config, num_classes, in_channels).eval()
+    images = torch.randn(batch_size, in_channels, *image_size)
+
+    def forward():
+        with torch.inference_mode():
+            model(images)
+
+    result = _time(forward, warmup, repeats)
+    return {**result, "images_per_s": batch_size / (result["median_ms"] / 1000)}

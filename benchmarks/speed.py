@@ -1,0 +1,153 @@
+"""Training and inference speed of one or more configs, with the smp ratio where smp is installed.
+
+    python -m benchmarks.speed --config configs/resnet_unet.py:dsb2018 \\
+        --models unet:resnet34,unet:ghostnet_100 [--json out.json]
+
+For each model, in this one process: training step time with synthetic on-device batches and
+with the real input pipeline (batch ``config.batch_size`` at ``config.data.image_size``), and
+inference latency at batch 1 and 16 at ``--inference_size``. Medians over ``--repeats`` timed
+calls after ``--warmup`` calls (the first compiles). When torch and segmentation_models.pytorch
+are installed (``pip install -e '.[bench]'``) the equivalent smp model runs the same measurements
+right after, and the table shows segjax/smp throughput ratios (> 1: segjax is faster).
+"""
+
+import json
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from benchmarks import smp_reference
+from segjax.benchmark import inference_speed, train_speed
+from segjax.cli import parse_flags
+from segjax.data import DataError
+from segjax.train import TrainingError, setup_run
+
+config_flags.DEFINE_config_file("config", None, "config file (with :variant)", lock_config=True)
+flags.DEFINE_list(
+    "models",
+    [],
+    "arch[:encoder] pairs to measure in turn, in this one process, each with the config's "
+    "training setup (default: the config's own model), e.g. unet:resnet34,unet:ghostnet_100",
+)
+flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
+flags.DEFINE_integer("repeats", 5, "timed calls; the median is reported")
+flags.DEFINE_integer("inference_size", 256, "square input size for the inference figures")
+flags.DEFINE_list("inference_batches", ["1", "16"], "batch sizes for the inference figures")
+flags.DEFINE_bool("pipeline", True, "also time training with the real input pipeline")
+flags.DEFINE_bool("smp", True, "also run the segmentation_models.pytorch equivalent if installed")
+flags.DEFINE_string("json", None, "write every figure to this JSON file")
+
+
+def with_model(base, spec: str):
+    """A copy of ``base`` with ``model.arch`` and ``model.encoder`` from ``arch[:encoder]``."""
+    arch, _, encoder = spec.partition(":")
+    config = base.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.arch, config.model.encoder = arch, encoder
+    return config
+
+
+def name_of(config) -> str:
+    model = config.model
+    name = f"{model.arch}/{model.encoder or 'plain'}"
+    return name + ("/ghost-decoder" if model.decoder_block == "ghost" else "")
+
+
+def measure(config, args) -> dict:
+    size = (args.inference_size, args.inference_size)
+    batches = [int(b) for b in args.inference_batches]
+    row = {"model": name_of(config), "train": train_speed(config, args.warmup, args.repeats)}
+    if args.pipeline:
+        row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
+    row["inference"] = {
+        b: inference_speed(config, b, size, args.warmup, args.repeats) for b in batches
+    }
+    why_not = smp_reference.available() if args.smp else "--nosmp"
+    why_not = why_not or smp_reference.unsupported(config)
+    if why_not:
+        row["smp"] = {"skipped": why_not}
+        return row
+    run = setup_run(config)
+    channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
+    row["smp"] = {
+        "train": smp_reference.train_speed(config, classes, channels, args.warmup, args.repeats),
+        "inference": {
+            b: smp_reference.inference_speed(
+                config, classes, channels, b, size, args.warmup, args.repeats
+            )
+            for b in batches
+        },
+    }
+    return row
+
+
+def print_table(rows: list[dict], args) -> None:
+    batch_cols = [int(b) for b in args.inference_batches]
+    header = ["model", "train ms", "train img/s", "compile s", "pipeline img/s"]
+    header += [f"infer b{b} ms" for b in batch_cols]
+    header += ["smp train ms", "train ratio"] + [f"smp b{b} ms" for b in batch_cols]
+    header += [f"b{b} ratio" for b in batch_cols]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        train, smp = row["train"], row["smp"]
+        cells = [
+            row["model"],
+            f"{train['median_ms']:.0f}",
+            f"{train['images_per_s']:.1f}",
+            f"{train['compile_s']:.1f}",
+            f"{row['train_pipeline']['images_per_s']:.1f}" if "train_pipeline" in row else "-",
+        ]
+        cells += [f"{row['inference'][b]['median_ms']:.1f}" for b in batch_cols]
+        if "skipped" in smp:
+            cells += ["-", "-"] + ["-"] * (2 * len(batch_cols))
+        else:
+            cells += [
+                f"{smp['train']['median_ms']:.0f}",
+                f"{smp['train']['median_ms'] / train['median_ms']:.2f}",
+            ]
+            cells += [f"{smp['inference'][b]['median_ms']:.1f}" for b in batch_cols]
+            cells += [
+                f"{smp['inference'][b]['median_ms'] / row['inference'][b]['median_ms']:.2f}"
+                for b in batch_cols
+            ]
+        print("| " + " | ".join(cells) + " |")
+    for row in rows:
+        if "skipped" in row["smp"]:
+            print(f"{row['model']}: smp not run: {row['smp']['skipped']}")
+    first = rows[0]["train"]
+    print(
+        f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; train batch "
+        f"{first['batch_size']} at {first['image_size'][0]}x{first['image_size'][1]}, "
+        f"inference at {args.inference_size}x{args.inference_size}; medians of {args.repeats} "
+        f"calls after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: segjax faster)"
+    )
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    args = flags.FLAGS
+    if args.config is None:
+        raise app.UsageError("--config is required")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        configs = [with_model(args.config, spec) for spec in args.models] or [args.config]
+        rows = []
+        for config in configs:
+            print(f"measuring {name_of(config)} ...", flush=True)
+            rows.append(measure(config, args))
+    except (ValueError, DataError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print_table(rows, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
