@@ -8,7 +8,8 @@ with the real input pipeline (batch ``config.batch_size`` at ``config.data.image
 inference latency at batch 1 and 16 at ``--inference_size``. Medians over ``--repeats`` timed
 calls after ``--warmup`` calls (the first compiles). When torch and segmentation_models.pytorch
 are installed (``pip install -e '.[bench]'``) the equivalent smp model runs the same measurements
-right after, and the table shows segjax/smp throughput ratios (> 1: segjax is faster).
+right after, and the table shows segjax/smp throughput ratios (> 1: segjax is faster). "XLA MiB"
+is the training executable's memory by XLA's own account (arguments, outputs, temporaries).
 """
 
 import json
@@ -85,7 +86,7 @@ def measure(config, args) -> dict:
 
 def print_table(rows: list[dict], args) -> None:
     batch_cols = [int(b) for b in args.inference_batches]
-    header = ["model", "train ms", "train img/s", "compile s", "pipeline img/s"]
+    header = ["model", "train ms", "train img/s", "compile s", "XLA MiB", "pipeline img/s"]
     header += [f"infer b{b} ms" for b in batch_cols]
     header += ["smp train ms", "train ratio"] + [f"smp b{b} ms" for b in batch_cols]
     header += [f"b{b} ratio" for b in batch_cols]
@@ -98,6 +99,7 @@ def print_table(rows: list[dict], args) -> None:
             f"{train['median_ms']:.0f}",
             f"{train['images_per_s']:.1f}",
             f"{train['compile_s']:.1f}",
+            f"{train['memory'].get('total_bytes', float('nan')) / 2**20:.0f}",
             f"{row['train_pipeline']['images_per_s']:.1f}" if "train_pipeline" in row else "-",
         ]
         cells += [f"{row['inference'][b]['median_ms']:.1f}" for b in batch_cols]

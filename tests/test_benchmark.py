@@ -1,0 +1,56 @@
+"""The speed measurements: they run the real step, time what they say, and the CLI prints its
+table (without torch, saying that the smp baseline was not run)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from segjax import benchmark
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def test_time_calls_times_the_calls_after_warmup():
+    calls = []
+    result = benchmark.time_calls(lambda: calls.append(1), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(result["ms"]) == 3
+    assert result["median_ms"] == sorted(result["ms"])[1]
+    with pytest.raises(ValueError, match="repeats=0"):
+        benchmark.time_calls(lambda: None, warmup=1, repeats=0)
+
+
+@pytest.mark.slow
+def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_path):
+    out = tmp_path / "speed.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.speed",
+        "--config",
+        "configs/resnet_unet.py:smoke",
+        "--config.model.encoder_depth=3",
+        f"--config.data.data_dir={tfds_dir}",
+        "--models=unet:resnet18",
+        "--warmup=1",
+        "--repeats=2",
+        "--inference_size=32",
+        "--inference_batches=1,2",
+        "--nosmp",
+        f"--json={out}",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| unet/resnet18 |" in result.stdout and "smp not run: --nosmp" in result.stdout
+    row = json.loads(out.read_text())["rows"][0]
+    for key in ("train", "train_pipeline"):
+        assert len(row[key]["ms"]) == 2 and row[key]["median_ms"] > 0
+        assert row[key]["images_per_s"] == pytest.approx(4 / (row[key]["median_ms"] / 1000))
+        assert row[key]["memory"]["total_bytes"] > 0 and row[key]["compile_s"] > 0
+    assert row["train_pipeline"]["input"] == "pipeline"
+    assert set(row["inference"]) == {"1", "2"}
+    assert row["inference"]["2"]["image_size"] == [32, 32]
