@@ -39,10 +39,13 @@ def build(config, num_classes: int, in_channels: int):
     import segmentation_models_pytorch as smp
 
     model = config.model
+    # segjax's default decoder channels: the last encoder_depth of (256, 128, 64, 32, 16).
+    channels = tuple(model.decoder_channels) or (256, 128, 64, 32, 16)[-model.encoder_depth :]
     return getattr(smp, ARCHS[model.arch])(
         encoder_name=ENCODERS[model.encoder],
         encoder_weights=None,
         encoder_depth=model.encoder_depth,
+        decoder_channels=channels,
         in_channels=in_channels,
         classes=num_classes,
     )

@@ -25,20 +25,24 @@ from segjax.cli import parse_flags
 from segjax.data import DataError
 from segjax.train import TrainingError, setup_run
 
-config_flags.DEFINE_config_file("config", None, "config file (with :variant)", lock_config=True)
-flags.DEFINE_list(
-    "models",
-    [],
-    "arch[:encoder] pairs to measure in turn, in this one process, each with the config's "
-    "training setup (default: the config's own model), e.g. unet:resnet34,unet:ghostnet_100",
-)
-flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
-flags.DEFINE_integer("repeats", 5, "timed calls; the median is reported")
-flags.DEFINE_integer("inference_size", 256, "square input size for the inference figures")
-flags.DEFINE_list("inference_batches", ["1", "16"], "batch sizes for the inference figures")
-flags.DEFINE_bool("pipeline", True, "also time training with the real input pipeline")
-flags.DEFINE_bool("smp", True, "also run the segmentation_models.pytorch equivalent if installed")
-flags.DEFINE_string("json", None, "write every figure to this JSON file")
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "config file (with :variant)", lock_config=True)
+    flags.DEFINE_list(
+        "models",
+        [],
+        "arch[:encoder] pairs to measure in turn, in this one process, each with the config's "
+        "training setup (default: the config's own model), e.g. unet:resnet34,unet:ghostnet_100",
+    )
+    flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
+    flags.DEFINE_integer("repeats", 5, "timed calls; the median is reported")
+    flags.DEFINE_integer("inference_size", 256, "square input size for the inference figures")
+    flags.DEFINE_list("inference_batches", ["1", "16"], "batch sizes for the inference figures")
+    flags.DEFINE_bool("pipeline", True, "also time training with the real input pipeline")
+    flags.DEFINE_bool(
+        "smp", True, "also run the segmentation_models.pytorch equivalent if installed"
+    )
+    flags.DEFINE_string("json", None, "write every figure to this JSON file")
 
 
 def with_model(base, spec: str):
@@ -152,4 +156,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=parse_flags)

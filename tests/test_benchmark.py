@@ -54,3 +54,23 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
     assert row["train_pipeline"]["input"] == "pipeline"
     assert set(row["inference"]) == {"1", "2"}
     assert row["inference"]["2"]["image_size"] == [32, 32]
+
+
+@pytest.mark.slow
+def test_profile_step_lists_the_train_steps_op_kinds(tfds_dir, shapes_small):
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.profile_step",
+        "--config",
+        "configs/resnet_unet.py:smoke",
+        "--config.model.encoder_depth=3",
+        f"--config.data.data_dir={tfds_dir}",
+        "--steps=1",
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "segjax unet/resnet18:" in result.stdout and "ms of ops per step" in result.stdout
+    assert "fusion" in result.stdout  # XLA op kinds, e.g. ynn_fusion, transpose_copy_fusion
+    assert "smp unet/resnet18" in result.stdout  # measured, or "not run" and why
