@@ -166,6 +166,7 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     colours = {"unet": "tab:blue", "unetpp": "tab:orange"}
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
@@ -182,8 +183,13 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
                 row["name"], (x, row["miou"]), textcoords="offset points", xytext=(5, 4), fontsize=8
             )
         axis.set_xscale("log")
+        # Plain numbers on the log axis (1, 2, 5, 10, 20 ...), not 10^x labels.
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+        axis.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_xlabel(label + " (log scale)")
         axis.grid(True, which="both", alpha=0.3)
+        axis.margins(x=0.12)
     axes[0].set_ylabel("test mIoU (whole set)")
     legend = [
         plt.Line2D([], [], color=c, marker="o", ls="", label=a) for a, c in colours.items()
