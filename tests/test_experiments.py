@@ -90,7 +90,9 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     process.wait()
     first_metrics = (workdir / "first" / "metrics.jsonl").read_text()
     assert json.loads((workdir / "first" / "member.json").read_text())["finished"]
-    assert not json.loads((second / "member.json").read_text()).get("finished")
+    killed = json.loads((second / "member.json").read_text())
+    assert not killed.get("finished")
+    assert killed["train_seconds"] > 0  # the killed attempt's wall time so far is kept
 
     rerun = subprocess.run(
         runner(path, workdir, tfds_dir),
@@ -110,6 +112,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         assert 0.0 <= record["test/miou"] <= 1.0 and record["test/examples"] == 23
         assert record["train_seconds"] > 0 and record["train_img_per_sec"] > 0
     assert records[1]["overrides"]["seed"] == 1
+    assert records[1]["train_seconds"] > killed["train_seconds"]  # summed over both attempts
 
     # The report: a table, a CSV and a plot of the finished members, latency measured once.
     out = tmp_path / "report"

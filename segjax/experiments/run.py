@@ -50,8 +50,9 @@ def write_status(directory: str, status: dict) -> None:
     os.replace(path + ".tmp", path)  # never a half-written status
 
 
-def run_logged(command: list[str], log_path: str) -> int:
-    """Runs ``command``, its output both on the terminal and appended to ``log_path``."""
+def run_logged(command: list[str], log_path: str, on_line=None) -> int:
+    """Runs ``command``, its output both on the terminal and appended to ``log_path``;
+    ``on_line()`` is called after each line of output."""
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         process = subprocess.Popen(
@@ -60,7 +61,14 @@ def run_logged(command: list[str], log_path: str) -> int:
         for line in process.stdout:
             sys.stdout.write(line)
             log.write(line)
+            if on_line is not None:
+                on_line()
         return process.wait()
+
+
+# How often a running phase's wall time so far is written to member.json, so that an attempt
+# killed mid-way (SIGKILL, a machine shut down) still counts in the member's wall time.
+STATUS_EVERY_SECONDS = 2.0
 
 
 def run_member(member: Member, workdir: str, split: str, extra: dict) -> dict:
@@ -73,11 +81,19 @@ def run_member(member: Member, workdir: str, split: str, extra: dict) -> dict:
     write_status(directory, status)
     train, evaluate = member_commands(member, workdir, split, extra)
     for phase, command in (("train", train), ("eval", evaluate)):
-        start = time.time()
-        code = run_logged(command, os.path.join(directory, f"{phase}.log"))
         # Wall time summed over attempts: an interrupted and resumed member counts both.
-        status[f"{phase}_seconds"] = status.get(f"{phase}_seconds", 0.0) + time.time() - start
-        write_status(directory, status)
+        before, start, written = status.get(f"{phase}_seconds", 0.0), time.time(), 0.0
+
+        def record(force: bool = False, phase=phase, before=before, start=start) -> None:
+            nonlocal written
+            now = time.time()
+            if force or now - written >= STATUS_EVERY_SECONDS:
+                status[f"{phase}_seconds"] = before + now - start
+                write_status(directory, status)
+                written = now
+
+        code = run_logged(command, os.path.join(directory, f"{phase}.log"), record)
+        record(force=True)
         if code != 0:
             raise RuntimeError(
                 f"member {member.name!r}: {phase} exited with {code}; see {directory}/{phase}.log"
