@@ -196,3 +196,18 @@ def test_backbones_experiment_names_real_keys_and_one_budget():
             tuple(member.overrides[k] for k in ("total_steps", "batch_size", "data.image_size"))
         )
     assert len(budgets) == 1  # every member trains with the same budget
+
+
+def test_seed_study_repeats_backbones_members_with_other_seeds():
+    backbones = {
+        m.name: m for m in load_experiment(str(ROOT / "experiments" / "backbones.py")).members
+    }
+    seeds = load_experiment(str(ROOT / "experiments" / "backbones_seeds.py"))
+    assert len(seeds.members) == 8 and seeds.eval_split == "test"
+    for member in seeds.members:
+        name, _, seed = member.name.rpartition("_seed")
+        base = backbones[name]
+        assert member.config == base.config and member.overrides["seed"] == int(seed) != 0
+        assert {k: v for k, v in member.overrides.items() if k != "seed"} == {
+            k: v for k, v in base.overrides.items() if k != "seed"
+        }

@@ -1,0 +1,28 @@
+"""How much of a difference in experiments/backbones.py is the seed? Four of its models trained
+again, exactly as there, with seeds 1 and 2 (seed 0 is the backbones run itself): the spread of
+three seeds says which gaps in that table are larger than run-to-run noise.
+
+    python -m segjax.experiments.run experiments/backbones_seeds.py --workdir runs/backbones_seeds
+"""
+
+import os
+
+from segjax.experiments.spec import Experiment, Member, load_experiment
+
+MODELS = ("unet_resnet18", "unet_resnet34", "unetpp_resnet34", "unet_ghostnet100")
+SEEDS = (1, 2)
+
+
+def get_experiment() -> Experiment:
+    backbones = load_experiment(os.path.join(os.path.dirname(__file__), "backbones.py"))
+    base = {member.name: member for member in backbones.members}
+    members = [
+        Member(
+            f"{name}_seed{seed}",
+            base[name].config,
+            {**base[name].overrides, "seed": seed},
+        )
+        for name in MODELS
+        for seed in SEEDS
+    ]
+    return Experiment(name="backbones_seeds", members=members, eval_split="test")
