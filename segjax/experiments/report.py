@@ -174,13 +174,19 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
         (axes[0], "params", "parameters (millions)"),
         (axes[1], "gmacs", f"GMACs per {size}x{size} image"),
     ):
-        for row in rows:
+        # Labels alternate above and below their points, in order of accuracy, so that models
+        # with nearly equal scores do not print over each other.
+        for rank, row in enumerate(sorted(rows, key=lambda r: r["miou"])):
             x = row[key] / 1e6 if key == "params" else row[key]
-            colour = colours.get(row["arch"], "tab:grey")
+            colour = colours[row["arch"].removesuffix("_paper")]
             marker = "^" if "ghost" in row["encoder"] else "o" if row["encoder"] != "plain" else "s"
             axis.scatter(x, row["miou"], c=colour, marker=marker, s=60, zorder=3)
             axis.annotate(
-                row["name"], (x, row["miou"]), textcoords="offset points", xytext=(5, 4), fontsize=8
+                row["name"],
+                (x, row["miou"]),
+                textcoords="offset points",
+                xytext=(6, 4 if rank % 2 else -11),
+                fontsize=8,
             )
         axis.set_xscale("log")
         # Plain numbers on the log axis (1, 2, 5, 10, 20 ...), not 10^x labels.
@@ -195,9 +201,9 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
         plt.Line2D([], [], color=c, marker="o", ls="", label=a) for a, c in colours.items()
     ] + [
         plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=e)
-        for m, e in (("o", "ResNet encoder"), ("^", "GhostNet encoder"), ("s", "paper model"))
+        for m, e in (("o", "ResNet encoder"), ("^", "GhostNet encoder"), ("s", "paper (plain)"))
     ]
-    axes[1].legend(handles=legend, loc="lower right", fontsize=8)
+    axes[0].legend(handles=legend, loc="upper left", fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -219,7 +225,7 @@ def write_report(experiment_path: str, workdir: str, out: str, size: int, measur
         os.path.join(out, "results.png"),
         size,
         f"{experiment.name}: {budget_line(rows)}"
-        + (f"; {missing} members not finished" if missing else ""),
+        + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing else ""),
     )
     return rows
 
