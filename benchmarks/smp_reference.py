@@ -6,8 +6,7 @@ size, batch, optimizer (AdamW with the config's learning rate and weight decay) 
 (cross-entropy + Dice); random weights, as segjax has no pretrained ones.
 """
 
-import statistics
-import time
+from segjax.benchmark import time_calls
 
 ENCODERS = {"resnet18": "resnet18", "resnet34": "resnet34", "ghostnet_100": "tu-ghostnet_100"}
 ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
@@ -51,16 +50,6 @@ def build(config, num_classes: int, in_channels: int):
     )
 
 
-def _time(call, warmup: int, repeats: int) -> dict:
-    times = []
-    for _ in range(warmup + repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    measured = [t * 1000 for t in times[warmup:]]
-    return {"first_s": times[0], "ms": measured, "median_ms": statistics.median(measured)}
-
-
 def train_speed(config, num_classes: int, in_channels: int, warmup: int, repeats: int) -> dict:
     import segmentation_models_pytorch as smp
     import torch
@@ -85,7 +74,7 @@ def train_speed(config, num_classes: int, in_channels: int, warmup: int, repeats
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm or 1e9)
         optimizer.step()
 
-    result = _time(step, warmup, repeats)
+    result = time_calls(step, warmup, repeats)
     return {**result, "images_per_s": config.batch_size / (result["median_ms"] / 1000)}
 
 
@@ -101,5 +90,5 @@ def inference_speed(
         with torch.inference_mode():
             model(images)
 
-    result = _time(forward, warmup, repeats)
+    result = time_calls(forward, warmup, repeats)
     return {**result, "images_per_s": batch_size / (result["median_ms"] / 1000)}

@@ -56,19 +56,27 @@ def per_image_confusion(
     )
 
 
+def _per_class(confusion: np.ndarray) -> tuple[np.ndarray, ...]:
+    """tp, fp, fn, occurs, IoU and Dice per class of one (C, C) confusion matrix or of a stack
+    (..., C, C); IoU and Dice are nan for a class that occurs nowhere."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1)
+    fp = confusion.sum(axis=-2) - tp
+    fn = confusion.sum(axis=-1) - tp
+    occurs = (tp + fp + fn) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(occurs, tp / (tp + fp + fn), np.nan)
+        dice = np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan)
+    return tp, fp, fn, occurs, iou, dice
+
+
 def summarize(confusion: np.ndarray, class_names=None) -> dict[str, float]:
     """Mean IoU, per-class IoU, Dice/F1, precision, recall and pixel accuracy.
 
     Means are over the classes that occur (in the labels or the predictions); a class that occurs
     nowhere has no IoU and is left out, rather than counted as perfect or as zero."""
     confusion = np.asarray(confusion, np.float64)
-    tp = np.diag(confusion)
-    fp = confusion.sum(axis=0) - tp
-    fn = confusion.sum(axis=1) - tp
-    occurs = (tp + fp + fn) > 0
+    tp, fp, fn, occurs, iou, dice = _per_class(confusion)
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(occurs, tp / (tp + fp + fn), np.nan)
-        dice = np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan)
         precision = np.where(tp + fp > 0, tp / (tp + fp), np.nan)
         recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
     total = confusion.sum()
@@ -94,13 +102,7 @@ def summarize_per_image(confusions: np.ndarray, class_names=None) -> dict[str, f
     ``image_iou/<class>``, ``image_dice/<class>``, and ``images`` (how many were averaged)."""
     confusions = np.asarray(confusions, np.float64)
     confusions = confusions[confusions.sum(axis=(1, 2)) > 0]
-    tp = np.diagonal(confusions, axis1=1, axis2=2)
-    fp = confusions.sum(axis=1) - tp
-    fn = confusions.sum(axis=2) - tp
-    occurs = (tp + fp + fn) > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(occurs, tp / (tp + fp + fn), np.nan)
-        dice = np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan)
+    tp, _, _, _, iou, dice = _per_class(confusions)
     out = {"images": int(len(confusions))}
     if not len(confusions):
         return {**out, "image_miou": float("nan"), "image_dice": float("nan")}
