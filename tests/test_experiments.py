@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -139,8 +140,33 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert float(rows[1]["miou"]) == records[1]["test/miou"]
     assert float(rows[0]["image_miou"]) == records[0]["test/image_miou"]
     assert float(rows[0]["inference_ms"]) > 0 and float(rows[0]["train_img_per_sec"]) > 0
+    # "first" and "second" differ only in their seed: one model, two seeds.
+    assert "## Seed spread" in table and "| first | 0,1 |" in table
+    (spread,) = list(csv.DictReader(open(out / "seeds.csv")))
+    mean = (records[0]["test/miou"] + records[1]["test/miou"]) / 2
+    np.testing.assert_allclose(float(spread["miou_mean"]), mean)
     with Image.open(out / "results.png") as picture:
         assert picture.size[0] > 800 and picture.size[1] > 400
+    # The dropout diagnostic restores the evaluated checkpoint and predicts in both modes.
+    check = subprocess.run(
+        [
+            sys.executable,
+            "experiments/backbones/dropout_check.py",
+            str(workdir / "first"),
+            "--batches=1",
+        ],
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert "checkpoint of step 4" in check.stdout
+    accuracies = re.findall(
+        r"dropout (?:off|on) \((?:eval|train)\): pixel accuracy ([0-9.]+)", check.stdout
+    )
+    assert len(accuracies) == 2 and all(0.0 <= float(a) <= 1.0 for a in accuracies)
     cached = (workdir / "first" / "speed.json").stat().st_mtime_ns
     again = subprocess.run(report, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -203,11 +229,12 @@ def test_seed_study_repeats_backbones_members_with_other_seeds():
         m.name: m for m in load_experiment(str(ROOT / "experiments" / "backbones.py")).members
     }
     seeds = load_experiment(str(ROOT / "experiments" / "backbones_seeds.py"))
-    assert len(seeds.members) == 8 and seeds.eval_split == "test"
+    assert len(seeds.members) == 12 and seeds.eval_split == "test"
     for member in seeds.members:
         name, _, seed = member.name.rpartition("_seed")
         base = backbones[name]
-        assert member.config == base.config and member.overrides["seed"] == int(seed) != 0
+        assert member.config == base.config and member.overrides["seed"] == int(seed)
         assert {k: v for k, v in member.overrides.items() if k != "seed"} == {
             k: v for k, v in base.overrides.items() if k != "seed"
         }
+    assert {m.overrides["seed"] for m in seeds.members} == {0, 1, 2}
