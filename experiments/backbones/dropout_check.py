@@ -1,13 +1,13 @@
 """Does a trained run predict differently with dropout on (as in training) and off (as evaluated)?
 
-    python experiments/backbones/dropout_check.py runs/backbones/unetpp_paper [--batches 2]
+    python experiments/backbones/dropout_check.py runs/backbones/unetpp_paper [--checkpoint 250]
 
-Restores the run's evaluated checkpoint and, on the first validation images, prints pixel
-accuracy, the predicted and true foreground fractions and the mean logit of each class, once in
-eval mode (dropout off: what ``segjax.evaluate`` measures) and once in train mode (dropout on,
-one sample). The paper models put dropout 0.5 after every convolution and have no BatchNorm; a
-large gap between the two modes explains a model whose training loss fell while its evaluated
-accuracy did not.
+Restores the run's evaluated checkpoint (or ``--checkpoint``) and, on the first validation
+images, prints pixel accuracy, the predicted and true foreground fractions and the mean logit of
+each class, once in eval mode (dropout off: what ``segjax.evaluate`` measures) and once in train
+mode (dropout on, one sample). The paper models put dropout 0.5 after every convolution and have
+no BatchNorm; a large gap between the two modes explains a model whose training loss fell while
+its evaluated accuracy did not.
 """
 
 import argparse
@@ -26,6 +26,9 @@ from segjax.train import setup_run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("workdir", help="a training run's workdir")
+    parser.add_argument(
+        "--checkpoint", default="best", help="best (as evaluated), latest, or a step number"
+    )
     parser.add_argument("--batches", type=int, default=2, help="validation batches of 4 images")
     args = parser.parse_args()
 
@@ -34,7 +37,7 @@ def main() -> None:
     checkpointer = Checkpointer(
         os.path.join(args.workdir, "checkpoints"), config.keep_checkpoints, config.best_metric
     )
-    step = choose_step(args.workdir, checkpointer, "best", config.best_metric)
+    step = choose_step(args.workdir, checkpointer, args.checkpoint, config.best_metric)
     abstract = jax.eval_shape(run.init_fn(), jax.random.PRNGKey(0))
     like = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run.replicated), abstract
