@@ -19,11 +19,11 @@ import sys
 import tempfile
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from benchmarks import smp_reference
-from benchmarks.speed import name_of, with_model
+from benchmarks.speed import CLI_ERRORS, configs_from_flags, name_of
 from segjax.benchmark import synthetic_batch
 from segjax.cli import parse_flags
 from segjax.train import jit_train_step, setup_run
@@ -107,21 +107,19 @@ def print_kinds(title: str, times: collections.Counter, counts: collections.Coun
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     args = flags.FLAGS
-    if args.config is None:
-        raise app.UsageError("--config is required")
-    logging.set_verbosity(logging.WARNING)
-    configs = [with_model(args.config, spec) for spec in args.models] or [args.config]
-    for config in configs:
-        name = name_of(config)
-        print_kinds(f"segjax {name}", *xla_op_times(config, args.steps), args.top)
-        why_not = smp_reference.available() or smp_reference.unsupported(config)
-        if why_not:
-            print(f"smp {name}: not run: {why_not}")
-        else:
-            print_kinds(f"smp {name}", *torch_op_times(config, args.steps), args.top)
+    try:
+        for config in configs_from_flags(argv):
+            name = name_of(config)
+            print_kinds(f"segjax {name}", *xla_op_times(config, args.steps), args.top)
+            why_not = smp_reference.available() or smp_reference.unsupported(config)
+            if why_not:
+                print(f"smp {name}: not run: {why_not}")
+            else:
+                print_kinds(f"smp {name}", *torch_op_times(config, args.steps), args.top)
+    except CLI_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
     sys.stdout.flush()
 
 

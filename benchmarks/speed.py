@@ -132,20 +132,30 @@ def print_table(rows: list[dict], args) -> None:
     )
 
 
-def main(argv) -> None:
+# What a bad config, model name or dataset raises: printed as one line, exit 1.
+CLI_ERRORS = (ValueError, DataError, TrainingError)
+
+
+def configs_from_flags(argv) -> list:
+    """The configs that ``--config`` and ``--models`` name (the benchmark CLIs share them)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     args = flags.FLAGS
     if args.config is None:
         raise app.UsageError("--config is required")
     logging.set_verbosity(logging.WARNING)
+    return [with_model(args.config, spec) for spec in args.models] or [args.config]
+
+
+def main(argv) -> None:
+    args = flags.FLAGS
+    configs = configs_from_flags(argv)
     try:
-        configs = [with_model(args.config, spec) for spec in args.models] or [args.config]
         rows = []
         for config in configs:
             print(f"measuring {name_of(config)} ...", flush=True)
             rows.append(measure(config, args))
-    except (ValueError, DataError, TrainingError) as error:
+    except CLI_ERRORS as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
     print_table(rows, args)

@@ -14,6 +14,21 @@ from segjax import benchmark
 ROOT = pathlib.Path(__file__).parents[1]
 
 
+def run_cli(module: str, tfds_dir, *flags: str) -> subprocess.CompletedProcess:
+    """``python -m module`` on the smoke config and the test dataset, on CPU, output captured."""
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        "--config",
+        "configs/resnet_unet.py:smoke",
+        f"--config.data.data_dir={tfds_dir}",
+        *flags,
+    ]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
 def test_time_calls_times_the_calls_after_warmup():
     calls = []
     result = benchmark.time_calls(lambda: calls.append(1), warmup=2, repeats=3)
@@ -26,14 +41,10 @@ def test_time_calls_times_the_calls_after_warmup():
 @pytest.mark.slow
 def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_path):
     out = tmp_path / "speed.json"
-    command = [
-        sys.executable,
-        "-m",
+    result = run_cli(
         "benchmarks.speed",
-        "--config",
-        "configs/resnet_unet.py:smoke",
+        tfds_dir,
         "--config.model.encoder_depth=3",
-        f"--config.data.data_dir={tfds_dir}",
         "--models=unet:resnet18",
         "--warmup=1",
         "--repeats=2",
@@ -41,9 +52,7 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
         "--inference_batches=1,2",
         "--nosmp",
         f"--json={out}",
-    ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| unet/resnet18 |" in result.stdout and "smp not run: --nosmp" in result.stdout
     row = json.loads(out.read_text())["rows"][0]
@@ -58,19 +67,18 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
 
 @pytest.mark.slow
 def test_profile_step_lists_the_train_steps_op_kinds(tfds_dir, shapes_small):
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.profile_step",
-        "--config",
-        "configs/resnet_unet.py:smoke",
-        "--config.model.encoder_depth=3",
-        f"--config.data.data_dir={tfds_dir}",
-        "--steps=1",
-    ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = run_cli(
+        "benchmarks.profile_step", tfds_dir, "--config.model.encoder_depth=3", "--steps=1"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "segjax unet/resnet18:" in result.stdout and "ms of ops per step" in result.stdout
     assert "fusion" in result.stdout  # XLA op kinds, e.g. ynn_fusion, transpose_copy_fusion
     assert "smp unet/resnet18" in result.stdout  # measured, or "not run" and why
+
+
+@pytest.mark.parametrize("module", ["benchmarks.speed", "benchmarks.profile_step"])
+def test_benchmark_clis_name_a_bad_model_in_one_line(module, tfds_dir, shapes_small):
+    result = run_cli(module, tfds_dir, "--models=unet:resnet1000")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: encoder='resnet1000' is not valid for arch 'unet'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -55,19 +55,17 @@ def env():
     return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
 
 
+def run(command):
+    """Runs a command from the repository root on CPU; its output captured, never raising."""
+    return subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+
+
 def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(EXPERIMENT)
     workdir = tmp_path / "sweep"
 
-    dry = subprocess.run(
-        runner(path, workdir, tfds_dir, "--dry_run"),
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    dry = run(runner(path, workdir, tfds_dir, "--dry_run"))
     assert dry.returncode == 0, dry.stderr[-2000:]
     assert "[1/2] first: to run" in dry.stdout and "python -m segjax.train --config" in dry.stdout
     assert "--config.seed=1" in dry.stdout and not workdir.exists()
@@ -95,14 +93,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert not killed.get("finished")
     assert killed["train_seconds"] > 0  # the killed attempt's wall time so far is kept
 
-    rerun = subprocess.run(
-        runner(path, workdir, tfds_dir),
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    rerun = run(runner(path, workdir, tfds_dir))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "[1/2] first: finished before, skipped" in rerun.stdout
     assert "[2/2] second: running" in rerun.stdout
@@ -126,7 +117,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         f"--out={out}",
         "--size=64",
     ]
-    made = subprocess.run(report, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+    made = run(report)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     table = (out / "results.md").read_text()
     assert "4 steps of batch 4 at 32x32 (one budget for every model)" in table
@@ -148,18 +139,13 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     with Image.open(out / "results.png") as picture:
         assert picture.size[0] > 800 and picture.size[1] > 400
     # The dropout diagnostic restores the evaluated checkpoint and predicts in both modes.
-    check = subprocess.run(
+    check = run(
         [
             sys.executable,
             "experiments/backbones/dropout_check.py",
             str(workdir / "first"),
             "--batches=1",
-        ],
-        cwd=ROOT,
-        env=env(),
-        capture_output=True,
-        text=True,
-        check=False,
+        ]
     )
     assert check.returncode == 0, check.stderr[-3000:]
     assert "checkpoint of step 4" in check.stdout
@@ -168,7 +154,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     )
     assert len(accuracies) == 2 and all(0.0 <= float(a) <= 1.0 for a in accuracies)
     cached = (workdir / "first" / "speed.json").stat().st_mtime_ns
-    again = subprocess.run(report, cwd=ROOT, env=env(), capture_output=True, text=True, check=False)
+    again = run(report)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (workdir / "first" / "speed.json").stat().st_mtime_ns == cached  # not re-measured
 

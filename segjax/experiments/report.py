@@ -256,7 +256,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     # A model far below the rest (e.g. one that did not learn) would squeeze the others into a
     # sliver of the axis: it is drawn on the bottom edge instead, labelled with its score.
     best = max(point["miou"] for point in points)
-    on_scale = [point for point in points if point["low"] >= OFF_SCALE * best]
+    on_scale = [point for point in points if point["low"] >= OFF_SCALE * best] or points
     low = min(point["low"] for point in on_scale)
     high = max(point["high"] for point in on_scale)
     pad = max(0.06 * (high - low), 0.005)
