@@ -257,6 +257,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     # sliver of the axis: it is drawn on the bottom edge instead, labelled with its score.
     best = max(point["miou"] for point in points)
     on_scale = [point for point in points if point["low"] >= OFF_SCALE * best] or points
+    off_scale = {point["name"] for point in points} - {point["name"] for point in on_scale}
     low = min(point["low"] for point in on_scale)
     high = max(point["high"] for point in on_scale)
     pad = max(0.06 * (high - low), 0.005)
@@ -274,7 +275,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
                 "^" if "ghost" in point["encoder"] else "o" if point["encoder"] != "plain" else "s"
             )
             name, y = point["name"], point["miou"]
-            if point["low"] < OFF_SCALE * best:
+            if name in off_scale:
                 name, y, marker = f"{name}: {y:.3f}, below the axis", bottom + pad / 2, "v"
             elif point["high"] > point["low"]:  # several seeds: lowest to highest
                 axis.vlines(x, point["low"], point["high"], colors=colour, lw=1.5, zorder=2)
