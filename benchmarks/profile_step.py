@@ -19,14 +19,14 @@ import sys
 import tempfile
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import smp_reference
-from benchmarks.speed import CLI_ERRORS, configs_from_flags, name_of
+from benchmarks.speed import configs_from_flags, name_of
+from segjax import cli
 from segjax.benchmark import synthetic_batch
-from segjax.cli import parse_flags
-from segjax.train import jit_train_step, setup_run
+from segjax.trainer import jit_train_step, prepare
 
 
 def define_flags() -> None:
@@ -42,9 +42,9 @@ _NOT_OPS = ("ThunkExecutor", "$", "SlinkyThreadPool", "PjRt", "Execute", "PjitFu
 
 def xla_op_times(config, steps: int) -> tuple[collections.Counter, collections.Counter]:
     """(ms per step, number of ops) per XLA op kind in the train step."""
-    run = setup_run(config)
-    state = jax.jit(run.init_fn(), out_shardings=run.replicated)(jax.random.PRNGKey(config.seed))
-    p_train = jit_train_step(run, config)
+    run = prepare(config)
+    state = run.init_state(config.seed)
+    p_train = jit_train_step(run)
     batch = synthetic_batch(run, config.batch_size, run.dataset.num_classes, config.seed)
     for _ in range(2):
         state, scalars = p_train(state, batch)
@@ -73,7 +73,7 @@ def torch_op_times(config, steps: int) -> tuple[collections.Counter, collections
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    run = setup_run(config)
+    run = prepare(config)
     channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
     model = smp_reference.build(config, classes, channels).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.learning_rate)
@@ -106,23 +106,19 @@ def print_kinds(title: str, times: collections.Counter, counts: collections.Coun
         print(f"  {ms:8.1f} ms {100 * ms / total:5.1f}%  {kind} ({counts[kind]:.0f} per step)")
 
 
-def main(argv) -> None:
+def main(argv) -> int:
     args = flags.FLAGS
-    try:
-        for config in configs_from_flags(argv):
-            name = name_of(config)
-            print_kinds(f"segjax {name}", *xla_op_times(config, args.steps), args.top)
-            why_not = smp_reference.available() or smp_reference.unsupported(config)
-            if why_not:
-                print(f"smp {name}: not run: {why_not}")
-            else:
-                print_kinds(f"smp {name}", *torch_op_times(config, args.steps), args.top)
-    except CLI_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    for config in configs_from_flags(argv):
+        name = name_of(config)
+        print_kinds(f"segjax {name}", *xla_op_times(config, args.steps), args.top)
+        why_not = smp_reference.available() or smp_reference.unsupported(config)
+        if why_not:
+            print(f"smp {name}: not run: {why_not}")
+        else:
+            print_kinds(f"smp {name}", *torch_op_times(config, args.steps), args.top)
     sys.stdout.flush()
+    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, define_flags)

@@ -7,6 +7,7 @@ size, batch, optimizer (AdamW with the config's learning rate and weight decay) 
 """
 
 from segjax.benchmark import time_calls
+from segjax.models.factory import DEFAULT_DECODER_CHANNELS
 
 ENCODERS = {"resnet18": "resnet18", "resnet34": "resnet34", "ghostnet_100": "tu-ghostnet_100"}
 ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
@@ -38,8 +39,8 @@ def build(config, num_classes: int, in_channels: int):
     import segmentation_models_pytorch as smp
 
     model = config.model
-    # segjax's default decoder channels: the last encoder_depth of (256, 128, 64, 32, 16).
-    channels = tuple(model.decoder_channels) or (256, 128, 64, 32, 16)[-model.encoder_depth :]
+    # segjax's default decoder channels: the last encoder_depth of the factory's defaults.
+    channels = tuple(model.decoder_channels) or DEFAULT_DECODER_CHANNELS[-model.encoder_depth :]
     return getattr(smp, ARCHS[model.arch])(
         encoder_name=ENCODERS[model.encoder],
         encoder_weights=None,

@@ -13,17 +13,15 @@ is the training executable's memory by XLA's own account (arguments, outputs, te
 """
 
 import json
-import sys
 
 import jax
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import smp_reference
+from segjax import cli
 from segjax.benchmark import inference_speed, train_speed
-from segjax.cli import parse_flags
-from segjax.data import DataError
-from segjax.train import TrainingError, setup_run
+from segjax.trainer import prepare
 
 
 def define_flags() -> None:
@@ -74,7 +72,7 @@ def measure(config, args) -> dict:
     if why_not:
         row["smp"] = {"skipped": why_not}
         return row
-    run = setup_run(config)
+    run = prepare(config)
     channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
     row["smp"] = {
         "train": smp_reference.train_speed(config, classes, channels, args.warmup, args.repeats),
@@ -132,39 +130,27 @@ def print_table(rows: list[dict], args) -> None:
     )
 
 
-# What a bad config, model name or dataset raises: printed as one line, exit 1.
-CLI_ERRORS = (ValueError, DataError, TrainingError)
-
-
 def configs_from_flags(argv) -> list:
     """The configs that ``--config`` and ``--models`` name (the benchmark CLIs share them)."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    cli.positional(argv)
+    cli.require("config")
     args = flags.FLAGS
-    if args.config is None:
-        raise app.UsageError("--config is required")
-    logging.set_verbosity(logging.WARNING)
     return [with_model(args.config, spec) for spec in args.models] or [args.config]
 
 
-def main(argv) -> None:
+def main(argv) -> int:
     args = flags.FLAGS
-    configs = configs_from_flags(argv)
-    try:
-        rows = []
-        for config in configs:
-            print(f"measuring {name_of(config)} ...", flush=True)
-            rows.append(measure(config, args))
-    except CLI_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    rows = []
+    for config in configs_from_flags(argv):
+        print(f"measuring {name_of(config)} ...", flush=True)
+        rows.append(measure(config, args))
     print_table(rows, args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
         print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, define_flags)

@@ -18,7 +18,7 @@ import numpy as np
 
 from segjax import parallel
 from segjax.data import train_iterator
-from segjax.train import jit_train_step, setup_run
+from segjax.trainer import jit_train_step, prepare
 
 
 def compile_ahead(jitted, *args) -> tuple[Any, float, dict]:
@@ -88,9 +88,9 @@ def train_speed(
     With ``pipeline=False`` the same on-device batch is fed every step (the model and optimizer
     alone); with ``pipeline=True`` each step takes the next batch of the real input pipeline,
     so a run limited by its input shows here and not in the synthetic figure."""
-    run = setup_run(config)
-    state = jax.jit(run.init_fn(), out_shardings=run.replicated)(jax.random.PRNGKey(config.seed))
-    p_train = jit_train_step(run, config)
+    run = prepare(config)
+    state = run.init_state(config.seed)
+    p_train = jit_train_step(run)
     if pipeline:
         data = train_iterator(run.dataset, config.data, config.batch_size, config.seed)
 
@@ -131,12 +131,8 @@ def inference_speed(
     """Forward pass in eval mode (BatchNorm statistics, no dropout) at ``image_size``: the
     latency of one call at ``batch_size`` and the images per second it implies. Deep-supervised
     models return every head, as the evaluation's 'accurate' mode needs them."""
-    run = setup_run(config)
-    state = jax.jit(run.init_fn(), out_shardings=run.replicated)(jax.random.PRNGKey(0))
-    variables = {
-        "params": state.params,
-        **({"batch_stats": state.batch_stats} if state.batch_stats else {}),
-    }
+    run = prepare(config)
+    variables = run.init_state(0).variables
     images = jax.device_put(
         jnp.asarray(
             np.random.default_rng(0).standard_normal(

@@ -1,16 +1,93 @@
 """Checkpoints with orbax: the train state and the input pipeline's state, saved together.
 
-Saves are asynchronous; a save interrupted by a crash leaves only a temporary directory, which
-orbax ignores, so the latest complete checkpoint is always restorable. The last ``keep``
-checkpoints are kept, plus the best one by ``best_metric`` among those saved with eval metrics.
+Saves are asynchronous and atomic (orbax writes a temporary directory and renames it when
+complete; temporary directories left by a crash are removed when the next run opens the
+manager), so a kill never leaves a half-written step. The last ``keep`` checkpoints are kept, plus
+the best by ``best_metric``, whose eval metrics orbax stores with each evaluated step: that is the
+one notion of "best", used by training and evaluation alike.
+
+A step can still be unreadable later (a truncated file, a disk error). ``restore_readable`` then
+says so in one line and tries the next candidate, never starting over silently; a checkpoint that
+reads but holds another model's tree is a ``CheckpointMismatch``, not a fallback.
 """
 
+import logging
 import os
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
+
+from segjax.errors import CheckpointError, UserError
+
+
+class _QuietRoutine(logging.Filter):
+    """Drops orbax warnings that are routine here: a save without metrics once a best metric is
+    tracked (most saves come between evaluations, kept by recency, not score), and a manager
+    opened read-only (as evaluation does)."""
+
+    ROUTINE = (
+        "did not provide metrics",
+        "read_only=True",
+        "Given directory is read only",
+        "could not be restored",  # a damaged step, reported in one line by restore_readable
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.ROUTINE)
+
+
+class _QuietFailedReads(logging.Filter):
+    """When a damaged step fails to read, orbax's other read tasks of that step fail too, and
+    asyncio logs each one's traceback when it is collected; ``restore_readable`` has reported
+    the step in one line already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "exception was never retrieved" not in message or not any(
+            text in message for text in ("orbax", "TensorStore", "OCDBT")
+        )
+
+
+def _abandoned(value: BaseException | None, where: object = None) -> bool:
+    code = getattr(where, "cr_code", None)
+    return (code is not None and "orbax" in code.co_filename) or (
+        isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+    )
+
+
+def _quiet_abandoned_reads() -> None:
+    """After a failed restore, the read tasks orbax abandoned end later: in tensorstore's
+    threads, whose callbacks find orbax's event loop closed (printed through sys.excepthook),
+    or when collected (sys.unraisablehook). The hooks drop those, which ``restore_readable``
+    has reported in one line; anything else still reaches the previous hooks."""
+    if getattr(sys.excepthook, "segjax_quiet", False):
+        return
+    previous_except, previous_unraisable = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, value, traceback) -> None:
+        if not _abandoned(value):
+            previous_except(kind, value, traceback)
+
+    def unraisablehook(unraisable) -> None:
+        if not _abandoned(unraisable.exc_value, unraisable.object):
+            previous_unraisable(unraisable)
+
+    excepthook.segjax_quiet = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+logging.getLogger("absl").addFilter(_QuietRoutine())
+logging.getLogger("asyncio").addFilter(_QuietFailedReads())
+
+
+class CheckpointMismatch(UserError):
+    """A readable checkpoint whose tree is not the one this config builds."""
 
 
 class Checkpointer:
@@ -19,35 +96,75 @@ class Checkpointer:
         directory: str,
         keep: int = 2,
         best_metric: str | None = "miou",
-        best_mode: str = "max",
         asynchronous: bool = True,
+        read_only: bool = False,
     ):
-        preserve: list = [policies.LatestN(n=max(int(keep), 1))]
-        if best_metric:
-            preserve.append(
-                policies.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric],
-                    reverse=best_mode == "min",
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
         self.directory = os.path.abspath(directory)
+        self.best_metric = best_metric or None
+        best_fn = (lambda metrics: metrics[best_metric]) if best_metric else None
+        preserve: list = [policies.LatestN(n=max(int(keep), 1))]
+        if best_fn:
+            preserve.append(
+                policies.BestN(get_metric_fn=best_fn, n=1, keep_checkpoints_without_metrics=False)
+            )
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
+                # best_fn makes orbax write each step's metrics to disk, so the best checkpoint
+                # is still known (and kept) after a restart.
+                best_fn=best_fn,
                 preservation_policy=policies.AnyPreservationPolicy(preserve),
                 enable_async_checkpointing=asynchronous,
-                cleanup_tmp_directories=True,
+                cleanup_tmp_directories=not read_only,
+                read_only=read_only,
+                create=not read_only,
             ),
-            item_names=("state", "data"),
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": ocp.JsonCheckpointHandler(),
+            },
         )
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wait()
+        self.close()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def best_step(self) -> int | None:
-        return self.manager.best_step()
+    def metrics(self, step: int) -> dict | None:
+        """The eval metrics saved with ``step``, or None (also if they cannot be read)."""
+        try:
+            return self.manager.metrics(step) or None
+        except Exception:  # a damaged step: it will be reported when it is restored
+            return None
+
+    def candidates(self, which: str = "latest") -> list[int]:
+        """Steps to restore, most wanted first: 'latest' (newest first); 'best' (by the saved
+        ``best_metric``, then the steps without metrics, newest first); or one step number."""
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if which == "latest":
+            return steps[::-1]
+        if which == "best":
+            scored = {}
+            if self.best_metric:
+                for step in steps:
+                    value = (self.metrics(step) or {}).get(self.best_metric)
+                    if isinstance(value, int | float) and value == value:  # not nan
+                        scored[step] = value
+            best = sorted(scored, key=lambda s: (-scored[s], -s))
+            return best + [s for s in steps[::-1] if s not in scored]
+        if which.isdigit() and int(which) in steps:
+            return [int(which)]
+        raise UserError(f"--checkpoint={which}: choose best, latest or one of {steps}")
 
     def save(self, step: int, state: Any, data_state: dict, metrics: dict | None = None) -> None:
         self.manager.save(
@@ -60,18 +177,109 @@ class Checkpointer:
         )
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
-        """The state (with ``like``'s structure, dtypes and shardings) and data state at step."""
+        """The state (with ``like``'s structure, dtypes and shardings) and data state at step.
+        Raises ``CheckpointMismatch`` if the step holds another tree, or orbax's error if it
+        cannot be read."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
-            ),
-        )
+        _quiet_abandoned_reads()  # before reading: a failed read's echoes come within ms
+        try:
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception:
+            self._check_tree(step, abstract)  # a mismatch, or the read error itself
+            raise
         return restored.state, restored.data
+
+    def _check_tree(self, step: int, abstract: Any) -> None:
+        """Raises ``CheckpointMismatch`` if the step's metadata can be read and its arrays are
+        not those of ``abstract`` (another model or optimizer)."""
+        try:
+            saved = self.manager.item_metadata(step)["state"]
+        except Exception:
+            return  # the metadata itself is unreadable: a damaged step, not a mismatch
+        if saved is None:
+            return
+        ours, theirs = _leaves(abstract), _leaves(saved)
+        if ours == theirs:
+            return
+        missing = sorted(set(ours) - set(theirs))
+        extra = sorted(set(theirs) - set(ours))
+        shapes = sorted(k for k in set(ours) & set(theirs) if ours[k] != theirs[k])
+        parts = [
+            f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (
+                ("not in the checkpoint:", missing),
+                ("only in the checkpoint:", extra),
+                ("other shape:", shapes),
+            )
+            if keys
+        ]
+        raise CheckpointMismatch(
+            f"checkpoint step {step} in {self.directory} holds another model or optimizer than "
+            f"this config builds ({'; '.join(parts)})"
+        )
+
+    def restore_readable(
+        self, candidates: list[int], like: Any, say: Callable[[str], None]
+    ) -> tuple[int, Any, dict, list[int]]:
+        """Restores the first readable step of ``candidates``: (step, state, data state, the
+        unreadable steps tried before it, each reported through ``say`` in one line)."""
+        unreadable = []
+        for position, step in enumerate(candidates):
+            try:
+                state, data = self.restore(step, like)
+                return step, state, data, unreadable
+            except CheckpointMismatch:
+                raise
+            except Exception as error:  # orbax / tensorstore raise many kinds for a bad file
+                unreadable.append(step)
+                rest = candidates[position + 1 :]
+                say(
+                    f"checkpoint step {step} in {self.directory} cannot be read "
+                    f"({_first_line(error)}); "
+                    + (f"trying step {rest[0]}" if rest else "no other step to try")
+                )
+        raise CheckpointError(
+            f"no readable checkpoint in {self.directory} (tried steps {candidates}); the run's "
+            "files are left as they are"
+        )
+
+    def set_aside(self, step: int, destination: str) -> str:
+        """Moves an unreadable step out of the way of new saves, into ``destination`` (kept for
+        inspection, never deleted). Returns where it went."""
+        os.makedirs(destination, exist_ok=True)
+        target = os.path.join(destination, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(os.path.join(self.directory, str(step)), target)
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _leaves(tree: Any) -> dict[str, tuple]:
+    """{path: shape} of a tree's arrays, paths spelt the same for dataclasses, dicts, tuples and
+    named tuples."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = []
+        for entry in path:
+            for attribute in ("key", "name", "idx"):
+                if hasattr(entry, attribute):
+                    keys.append(str(getattr(entry, attribute)))
+                    break
+        out["/".join(keys)] = tuple(getattr(leaf, "shape", ()) or ())
+    return out
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0].split(" See full TensorStore details")[0] if lines else type(error).__name__
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -1,21 +1,102 @@
-"""Command-line plumbing shared by the entry points: flag errors as one clear line."""
+"""What every segjax command shares: absl flags (``--snake_case``), and one rule for how it ends.
+
+    python -m segjax.train --config configs/resnet_unet.py --workdir runs/x
+
+A command's ``main(argv)`` runs under ``run``, which turns the errors a user can cause into one
+``error: ...`` line on stderr and an exit code (``segjax.errors``): 0 done; 2 refused, nothing
+written (bad flag, config, data or workdir); 1 started and failed (non-finite loss, no readable
+checkpoint, an I/O error); 130 interrupted by Ctrl-C before any work could be saved. Any other
+exception is a bug: its traceback is printed, then the one-line summary, exit 1.
+"""
 
 import os
 import sys
+import traceback
+from collections.abc import Callable
 
-from absl import flags
+from absl import app, flags, logging
+
+from segjax.errors import RunError, UserError
+
+
+def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None):
+    """Defines the command's flags, parses them (``parse_flags``) and runs ``main`` under the
+    exit-code rule."""
+    if define_flags is not None:
+        define_flags()
+    app.run(lambda argv: sys.exit(guarded(main, argv)), flags_parser=parse_flags)
+
+
+def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """``main(argv)``'s exit code, errors printed as one line (see the module docstring)."""
+    logging.set_verbosity(logging.WARNING)
+    try:
+        return int(main(argv) or 0)
+    except (UserError, RunError) as error:
+        return fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted (Ctrl-C)", 130)
+    except OSError as error:  # a full disk, a missing permission: the environment, not a bug
+        return fail(str(error), 1)
+    except Exception as error:  # a bug: keep the traceback, say so last
+        traceback.print_exc()
+        return fail(f"internal error (a bug in segjax): {type(error).__name__}: {error}", 1)
+
+
+def fail(message: str, code: int) -> int:
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def positional(argv: list[str], names: tuple[str, ...] = ()) -> list[str]:
+    """The command's positional arguments, exactly ``names`` of them (absl's argv[0] dropped)."""
+    given = argv[1:]
+    if len(given) != len(names):
+        wanted = " ".join(n.upper() for n in names) or "no positional arguments"
+        raise UserError(f"expected {wanted}, got {given or 'none'}")
+    return given
+
+
+def require(*names: str) -> None:
+    """A one-line error for required flags left out."""
+    missing = [f"--{name}" for name in names if flags.FLAGS[name].value in (None, "")]
+    if missing:
+        raise UserError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, but a missing or failing ``--config`` file and a bad override (unknown key,
-    wrong type) end with ``error: ...`` naming it and exit code 2, not a traceback."""
+    wrong type) end with ``error: ...`` naming it and exit code 2, not a traceback. A key given
+    twice takes its last value (ml_collections would join a tuple's repeats into one tuple)."""
+    argv = last_override_wins(argv)
     path = config_path(argv)
     if path is not None and not os.path.isfile(path):
-        _fail(f"--config {path}: no such file")
+        sys.exit(fail(f"--config {path}: no such file", 2))
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as error:
-        _fail(describe_flag_error(argv, error))
+        sys.exit(fail(describe_flag_error(argv, error), 2))
+
+
+def last_override_wins(argv: list[str]) -> list[str]:
+    """``argv`` with only the last of repeated ``--config.<key>`` overrides."""
+    groups: list[tuple[str | None, list[str]]] = []
+    index = 1
+    while index < len(argv):
+        argument = argv[index]
+        name = argument.split("=")[0].removeprefix("--no").removeprefix("--")
+        if name.startswith("config.") and argument.startswith("--"):
+            alone = "=" in argument or index + 1 >= len(argv) or argv[index + 1][:2] == "--"
+            group = [argument] if alone else argv[index : index + 2]
+            groups.append((name, group))
+            index += len(group)
+        else:
+            groups.append((None, [argument]))
+            index += 1
+    last = {name: position for position, (name, _) in enumerate(groups) if name}
+    kept = [g for position, (name, g) in enumerate(groups) if not name or last[name] == position]
+    return [argv[0], *(argument for group in kept for argument in group)]
 
 
 def config_path(argv: list[str]) -> str | None:
@@ -38,8 +119,3 @@ def describe_flag_error(argv: list[str], error: Exception) -> str:
                 return f"{argument}: the config has no key {key!r} (see the config file)"
             return f"{argument}: {text.split(': ', 1)[-1]}"
     return text
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)

@@ -9,6 +9,10 @@ after the colon in ``--config configs/<file>.py:<variant>``:
 
 import ml_collections
 
+from segjax.data.folder import DEFAULT_FRACTIONS
+from segjax.losses import LOSSES, loss_options
+from segjax.model_config import model_defaults
+
 VARIANTS = ("smoke", "small", "dsb2018")
 
 
@@ -26,19 +30,13 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config.eval_split = "validation"
     config.deep_supervision_mode = "accurate"  # or 'fast': the last head only
 
-    config.model = model = ml_collections.ConfigDict()
+    # Every create_model option of every arch, with the factory's defaults (segjax/model_config.py).
+    config.model = model = ml_collections.ConfigDict(model_defaults())
     model.arch = "unet"  # unet, unetpp, unet_paper, unetpp_paper
     model.encoder = "resnet34"  # '' for the paper models
-    model.dtype = "float32"  # or bfloat16 (parameters stay float32)
-    model.encoder_depth = 5
-    model.decoder_channels = ()  # () = the default for the depth
-    model.decoder_block = "conv"  # or ghost
-    model.attention = ""  # or scse
-    model.deep_supervision = False  # unetpp
-    model.prune_level = 0  # unetpp: 0 = full
-    model.filters = (32, 64, 128, 256, 512)  # paper models
-    model.dropout = 0.5  # paper models
-    model.norm = ""  # paper models: '' or batch
+    # model.dtype: float32 or bfloat16 (parameters stay float32); decoder_channels: () = the
+    # default for the depth; attention: '' or scse; unetpp: deep_supervision, prune_level
+    # (0 = full); paper models: filters, dropout, norm ('' or batch).
 
     config.optimizer = opt = ml_collections.ConfigDict()
     opt.name = "adamw"  # or sgd
@@ -52,16 +50,20 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     opt.momentum, opt.nesterov = 0.9, False  # sgd
     opt.grad_clip_norm = 1.0  # 0 = no clipping
 
+    # Every loss has a weight (0 = off) and its options, so any can be switched on from the
+    # command line: --config.loss.weights.focal=1 --config.loss.options.focal.gamma=2.
     config.loss = ml_collections.ConfigDict()
-    config.loss.weights = ml_collections.ConfigDict({"cross_entropy": 1.0, "dice": 1.0})
-    config.loss.options = ml_collections.ConfigDict()  # e.g. {"focal": {"gamma": 2.0}}
+    config.loss.weights = ml_collections.ConfigDict({name: 0.0 for name in LOSSES})
+    config.loss.weights.cross_entropy = 1.0
+    config.loss.weights.dice = 1.0
+    config.loss.options = ml_collections.ConfigDict(loss_options())
 
     config.data = data = ml_collections.ConfigDict()
     data.name = "segjax_shapes"  # segjax_shapes[/config], folder, or a name in segjax.data.STANDARD
     data.path = ""  # root of images/ and masks/ for name='folder'
     data.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
-    data.channels = 3  # folder datasets: 1 (greyscale) or 3 (RGB)
-    data.split_fractions = (0.8, 0.1, 0.1)  # folder datasets without splits.json
+    data.channels = 3  # folder datasets: 1 (greyscale), 3 (RGB) or 4 (RGBA)
+    data.split_fractions = DEFAULT_FRACTIONS  # folder datasets without splits.json
     data.split_seed = 0
     data.num_classes = 0  # 0: the dataset's own class list
     data.class_names = ()  # names for a folder dataset without classes.json

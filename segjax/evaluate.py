@@ -6,59 +6,30 @@ and PNGs of a few predictions beside their ground truth in ``WORKDIR/predictions
 """
 
 import json
-import math
 import os
-import sys
 
 import jax
-import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from PIL import Image
 
+from segjax import cli
 from segjax import metrics as metrics_lib
-from segjax import parallel
-from segjax.checkpoint import Checkpointer
-from segjax.cli import parse_flags
-from segjax.data import DataError, eval_dataset
-from segjax.train import TrainingError, eval_step, setup_run
+from segjax.trainer import eval_batches, jit_eval_step, jit_predict, restore_for_evaluation
 from segjax.visualize import colourise, denormalise, side_by_side
+from segjax.workdir import write_atomically
 
 
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "the run's directory")
     flags.DEFINE_string("split", "test", "train, validation or test")
-    flags.DEFINE_string("checkpoint", "best", "best, latest, or a step number")
+    flags.DEFINE_string(
+        "checkpoint",
+        "best",
+        "best (by the run's best_metric), latest, or a step number; an unreadable best or "
+        "latest checkpoint is reported and the next one used",
+    )
     flags.DEFINE_integer("num_images", 6, "predictions to save as PNGs")
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise TrainingError(f"{path}: not found; is {workdir} the workdir of a training run?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
-def choose_step(workdir: str, checkpointer: Checkpointer, which: str, metric: str) -> int:
-    steps = sorted(checkpointer.manager.all_steps())
-    if not steps:
-        raise TrainingError(f"no checkpoint in {checkpointer.directory}")
-    if which == "latest":
-        return steps[-1]
-    if which != "best":
-        if not which.isdigit() or int(which) not in steps:
-            raise TrainingError(f"--checkpoint={which}: choose best, latest or one of {steps}")
-        return int(which)
-    scores = {}
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        for line in open(metrics_path):
-            record = json.loads(line)
-            value = record.get(f"eval/{metric}")
-            if record["step"] in steps and isinstance(value, float) and math.isfinite(value):
-                scores[record["step"]] = value
-    return max(scores, key=scores.get) if scores else steps[-1]
 
 
 def format_table(results: dict[str, float], class_names) -> str:
@@ -84,52 +55,15 @@ def format_table(results: dict[str, float], class_names) -> str:
 
 
 def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
-    config = load_config(workdir)
-    run = setup_run(config)
-    checkpointer = Checkpointer(
-        os.path.join(workdir, "checkpoints"), config.keep_checkpoints, config.best_metric
-    )
-    step = choose_step(workdir, checkpointer, which, config.best_metric)
-    abstract = jax.eval_shape(run.init_fn(), jax.random.PRNGKey(0))
-    like = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run.replicated), abstract
-    )
-    state, _ = checkpointer.restore(step, like)
-    checkpointer.close()
-
-    p_eval = jax.jit(
-        lambda s, b: eval_step(
-            s,
-            b,
-            model=run.model,
-            num_classes=run.dataset.num_classes,
-            mode=config.deep_supervision_mode,
-        ),
-        in_shardings=(run.replicated, run.batch_sharding),
-        out_shardings=run.replicated,
-    )
-    p_predict = jax.jit(
-        lambda s, x: metrics_lib.predict(
-            run.model.apply(
-                {"params": s.params, **({"batch_stats": s.batch_stats} if s.batch_stats else {})},
-                x,
-                train=False,
-            ),
-            config.deep_supervision_mode,
-        ),
-        in_shardings=(run.replicated, run.batch_sharding),
-        out_shardings=run.batch_sharding,
-    )
+    run, state, step = restore_for_evaluation(workdir, which)
+    config = run.config
+    source = run.dataset.split(split)  # a missing or empty split: one line naming it
+    p_eval, p_predict = jit_eval_step(run), jit_predict(run)
 
     per_image, saved = [], 0
     image_dir = os.path.join(workdir, f"predictions_{split}")
     os.makedirs(image_dir, exist_ok=True)
-    source = run.dataset.split(split)
-    batches = eval_dataset(
-        run.dataset, split, config.data, config.batch_size, row_multiple=jax.device_count()
-    )
-    for batch in batches:
-        global_batch = parallel.to_global(batch, run.batch_sharding)
+    for batch, global_batch in eval_batches(run, split):
         per_image.append(np.asarray(p_eval(state, global_batch).addressable_data(0)))
         if saved < num_images and jax.process_index() == 0:
             predictions = np.asarray(p_predict(state, global_batch["image"]).addressable_data(0))
@@ -157,8 +91,9 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
         **metrics_lib.summarize_per_image(per_image, class_names),
     }
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source), **results}
-    with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    write_atomically(
+        os.path.join(workdir, f"eval_{split}.json"), json.dumps(report, indent=2, sort_keys=True)
+    )
     print(
         f"{config.model.arch} / {config.model.encoder or 'plain'}, step {step} ({which}), "
         f"{split} split ({len(source)} examples)\n"
@@ -171,20 +106,13 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     return report
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(argv) -> int:
+    cli.positional(argv)
+    cli.require("workdir")
     args = flags.FLAGS
-    if not args.workdir:
-        raise app.UsageError("--workdir is required")
-    logging.set_verbosity(logging.WARNING)
-    try:
-        evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images)
-    except (ValueError, DataError, TrainingError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images)
+    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, define_flags)

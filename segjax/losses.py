@@ -9,6 +9,7 @@ losses (Dice, Jaccard, Tversky, Lovasz) see it as two classes, background and fo
 Region losses are computed over the whole batch, per class, and averaged over classes.
 """
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -144,6 +145,16 @@ LOSSES: dict[str, Loss] = {
     "tversky": tversky,
     "lovasz_softmax": lovasz_softmax,
 }
+
+
+def loss_options() -> dict[str, dict[str, Any]]:
+    """Every loss's keyword options and their defaults, read from the signatures above (the one
+    place they are stored); an option that defaults to None (class weights) is spelt ``()``."""
+    options = {}
+    for name, loss in LOSSES.items():
+        parameters = list(inspect.signature(loss).parameters.values())[3:]
+        options[name] = {p.name: () if p.default is None else p.default for p in parameters}
+    return options
 
 
 def make_loss(weights: Mapping[str, float], options: Mapping[str, Mapping[str, Any]] | None = None):

@@ -10,14 +10,18 @@ class MetricWriter:
     """One JSON object per logged step in ``workdir/metrics.jsonl``, the same scalars as
     TensorBoard events in ``workdir/tensorboard``. Only process 0 writes."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: str, enabled: bool = True, purge_step: int | None = None):
+        """``purge_step``: a resumed run's first step; TensorBoard hides the events a stopped
+        run logged from there on, as the resumed run logs those steps again."""
         self.enabled = enabled
         self.path = os.path.join(workdir, "metrics.jsonl")
         self.tensorboard = None
         if enabled:
             from tensorboardX import SummaryWriter
 
-            self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.tensorboard = SummaryWriter(
+                os.path.join(workdir, "tensorboard"), purge_step=purge_step
+            )
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.enabled or not scalars:
@@ -48,14 +52,17 @@ def format_duration(seconds: float) -> str:
 
 
 class Progress:
-    """Steps/s, images/s and ETA over the steps since the last report."""
+    """Steps/s, images/s and ETA over the steps since the last report (None before any step
+    has been timed, e.g. right after the compiling first step)."""
 
     def __init__(self, total_steps: int, batch_size: int, start_step: int):
         self.total, self.batch = total_steps, batch_size
         self.last_step, self.last_time = start_step, time.perf_counter()
 
-    def report(self, step: int) -> dict[str, float]:
+    def report(self, step: int) -> dict[str, float] | None:
         now = time.perf_counter()
+        if step <= self.last_step:
+            return None
         steps_per_sec = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_step, self.last_time = step, now
         return {

@@ -79,6 +79,6 @@ def test_profile_step_lists_the_train_steps_op_kinds(tfds_dir, shapes_small):
 @pytest.mark.parametrize("module", ["benchmarks.speed", "benchmarks.profile_step"])
 def test_benchmark_clis_name_a_bad_model_in_one_line(module, tfds_dir, shapes_small):
     result = run_cli(module, tfds_dir, "--models=unet:resnet1000")
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "error: encoder='resnet1000' is not valid for arch 'unet'" in result.stderr
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: model.encoder='resnet1000' is not valid for arch 'unet'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -34,6 +34,8 @@ def get_experiment():
             Member("second", "configs/resnet_unet.py:smoke", {**common, "seed": 1}),
         ],
         eval_split="test",
+        size=64,
+        highlight_class="triangle",
     )
 """
 
@@ -67,7 +69,10 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
 
     dry = run(runner(path, workdir, tfds_dir, "--dry_run"))
     assert dry.returncode == 0, dry.stderr[-2000:]
-    assert "[1/2] first: to run" in dry.stdout and "python -m segjax.train --config" in dry.stdout
+    assert "[1/2] first: to run: train, eval, speed" in dry.stdout
+    assert "python -m segjax.train --config" in dry.stdout
+    assert "python -m segjax.experiments.speed --workdir" in dry.stdout
+    assert "--size 64" in dry.stdout
     assert "--config.seed=1" in dry.stdout and not workdir.exists()
 
     # Kill the whole sweep (runner and its training process) once the second member is training.
@@ -96,7 +101,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     rerun = run(runner(path, workdir, tfds_dir))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "[1/2] first: finished before, skipped" in rerun.stdout
-    assert "[2/2] second: running" in rerun.stdout
+    assert "[2/2] second: running train, eval, speed" in rerun.stdout
     assert (workdir / "first" / "metrics.jsonl").read_text() == first_metrics  # not retrained
     records = json.loads((workdir / "results.json").read_text())
     assert [r["name"] for r in records] == ["first", "second"]
@@ -106,7 +111,8 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert records[1]["overrides"]["seed"] == 1
     assert records[1]["train_seconds"] > killed["train_seconds"]  # summed over both attempts
 
-    # The report: a table, a CSV and a plot of the finished members, latency measured once.
+    # The report: a table, a CSV and a plot of the finished members, with the speed phase's
+    # figures.
     out = tmp_path / "report"
     report = [
         sys.executable,
@@ -115,13 +121,13 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         str(path),
         f"--workdir={workdir}",
         f"--out={out}",
-        "--size=64",
     ]
     made = run(report)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     table = (out / "results.md").read_text()
     assert "4 steps of batch 4 at 32x32 (one budget for every model)" in table
     assert "| first |" in table and "| second |" in table and "GMACs@64" in table
+    assert "| triangle IoU (set) |" in table  # the experiment's highlight_class
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["name"] for r in rows] == ["first", "second"]
     model = create_model("unet", "resnet18", num_classes=4, encoder_depth=3)
@@ -129,6 +135,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert int(rows[0]["params"]) == expected.params
     np.testing.assert_allclose(float(rows[0]["gmacs"]), expected.macs / 1e9)
     assert float(rows[1]["miou"]) == records[1]["test/miou"]
+    assert float(rows[1]["highlight_iou"]) == records[1]["test/iou/triangle"]
     assert float(rows[0]["image_miou"]) == records[0]["test/image_miou"]
     assert float(rows[0]["inference_ms"]) > 0 and float(rows[0]["train_img_per_sec"]) > 0
     # "first" and "second" differ only in their seed: one model, two seeds.
@@ -143,7 +150,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         [
             sys.executable,
             "experiments/backbones/dropout_check.py",
-            str(workdir / "first"),
+            f"--workdir={workdir / 'first'}",
             "--batches=1",
         ]
     )
@@ -153,10 +160,8 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         r"dropout (?:off|on) \((?:eval|train)\): pixel accuracy ([0-9.]+)", check.stdout
     )
     assert len(accuracies) == 2 and all(0.0 <= float(a) <= 1.0 for a in accuracies)
-    cached = (workdir / "first" / "speed.json").stat().st_mtime_ns
-    again = run(report)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert (workdir / "first" / "speed.json").stat().st_mtime_ns == cached  # not re-measured
+    speed = json.loads((workdir / "first" / "speed.json").read_text())
+    assert speed["size"] == 64 and float(rows[0]["inference_ms"]) == speed["inference_ms"]
 
 
 def test_experiment_file_errors_name_the_file(tmp_path):

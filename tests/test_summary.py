@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from segjax.models import create_classifier, create_model
-from segjax.models.summary import main, summarize
+from segjax.models.summary import describe, parse_option, parse_size, summarize
 from tests.model_utils import num_params, variable_shapes
 
 
@@ -41,40 +41,46 @@ def test_macs_scale_with_input_area():
     assert large == 4 * small
 
 
-def test_grouped_table_shows_module_outputs(capsys):
-    assert (
-        main(["--arch", "unetpp", "--encoder", "ghostnet_100", "--size", "256", "--depth", "2"])
-        == 0
-    )
-    out = capsys.readouterr().out
+def test_grouped_table_shows_module_outputs():
+    out = describe("unetpp", "ghostnet_100", parse_size("256"), depth=2)
     assert "params: 4,618,101 (trainable)" in out
     assert "MACs:   3.63 G" in out
     row = next(line for line in out.splitlines() if line.startswith("encoder/blocks_2_0 "))
     assert "64x64x24" in row  # the block's output, not its last layer's
 
 
-def test_cli_options_and_classifier(capsys):
-    assert (
-        main(
-            [
-                "--arch",
-                "unetpp",
-                "--encoder",
-                "resnet34",
-                "--option",
-                "prune_level=2",
-                "--option",
-                "deep_supervision=True",
-                "--size",
-                "64x96",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
+def test_options_and_classifier():
+    options = dict(map(parse_option, ["prune_level=2", "deep_supervision=True"]))
+    assert options == {"prune_level": 2, "deep_supervision": True}
+    out = describe("unetpp", "resnet34", parse_size("64x96"), options=options)
+    assert "at 64x96x3" in out
     assert "head_1" in out and "head_2" in out and "head_3" not in out
-    assert main(["--arch", "classifier", "--encoder", "resnet50", "--size", "224"]) == 0
-    assert "params: 25,557,032" in capsys.readouterr().out
+    assert "params: 25,557,032" in describe("classifier", "resnet50", (224, 224))
+    with pytest.raises(ValueError, match="--size='64y'"):
+        parse_size("64y")
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_option("prune_level")
+
+
+def test_cli_options_use_underscores():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segjax.models.summary",
+            "--arch=classifier",
+            "--encoder=resnet18",
+            "--size=64",
+            "--num_classes=10",
+            "--depth=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "classifier / resnet18 at 64x64x3" in result.stdout
+    assert "params: 11,181,642 (trainable)" in result.stdout  # 11,689,512 - 990 * 513
 
 
 def test_cli_bad_name_is_a_one_line_error():

@@ -3,93 +3,25 @@ exact resume after SIGKILL, SIGTERM, sharding over 8 devices and 2 processes, cl
 
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
 import sys
-import time
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-ROOT = pathlib.Path(__file__).parents[1]
+from tests.cli_utils import (
+    ROOT,
+    assert_same_params,
+    final_params,
+    losses,
+    run,
+    train_command,
+    wait_for,
+)
+
 pytestmark = pytest.mark.slow
-
-TINY = [
-    "--config",
-    "configs/resnet_unet.py:smoke",
-    "--config.model.encoder=resnet18",
-    "--config.model.encoder_depth=3",
-]
-
-
-def train_command(tfds_dir, workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "segjax.train",
-        *TINY,
-        f"--config.data.data_dir={tfds_dir}",
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
-
-
-def run(command, devices=1, **kwargs):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    return subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, check=False, **kwargs
-    )
-
-
-def losses(workdir, key="train/loss"):
-    """The last logged train loss (or ``key``) of every step (a resumed run logs some steps
-    twice)."""
-    out = {}
-    for line in open(os.path.join(workdir, "metrics.jsonl")):
-        record = json.loads(line)
-        if key in record:
-            out[record["step"]] = record[key]
-    return out
-
-
-def final_params(workdir, step):
-    """The saved parameters as NumPy arrays (whatever devices wrote them)."""
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    checkpointer = ocp.PyTreeCheckpointer()
-    metadata = checkpointer.metadata(path).item_metadata.tree
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    restored = checkpointer.restore(path, restore_args=as_numpy)
-    leaves, _ = jax.tree_util.tree_flatten_with_path(restored["params"])
-    return {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
-
-
-def assert_same_params(a, b, **tolerance):
-    assert a.keys() == b.keys()
-    for key in a:
-        if tolerance:
-            np.testing.assert_allclose(a[key], b[key], err_msg=key, **tolerance)
-        else:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def wait_for(predicate, process, timeout=240):
-    start = time.time()
-    while not predicate():
-        if process.poll() is not None:
-            raise AssertionError(f"training ended early: {process.communicate()}")
-        if time.time() - start > timeout:
-            process.kill()
-            raise AssertionError("timed out")
-        time.sleep(0.2)
 
 
 STEPS = [
@@ -312,5 +244,5 @@ def test_evaluate_restores_the_best_checkpoint_and_writes_results(tfds_dir, shap
     assert len(pictures) == 3
 
     missing = run([sys.executable, "-m", "segjax.evaluate", "--workdir", str(tmp_path / "none")])
-    assert missing.returncode == 1 and "config.json: not found" in missing.stderr
+    assert missing.returncode == 2 and "config.json: not found" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -1,6 +1,7 @@
 """Does a trained run predict differently with dropout on (as in training) and off (as evaluated)?
 
-    python experiments/backbones/dropout_check.py runs/backbones/unetpp_paper [--checkpoint 250]
+    python experiments/backbones/dropout_check.py --workdir runs/backbones/unetpp_paper \\
+        [--checkpoint 250]
 
 Restores the run's evaluated checkpoint (or ``--checkpoint``) and, on the first validation
 images, prints pixel accuracy, the predicted and true foreground fractions and the mean logit of
@@ -10,43 +11,28 @@ no BatchNorm; a large gap between the two modes explains a model whose training 
 its evaluated accuracy did not.
 """
 
-import argparse
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from segjax.checkpoint import Checkpointer
+from segjax import cli
 from segjax.data import eval_dataset
-from segjax.evaluate import choose_step, load_config
-from segjax.train import setup_run
+from segjax.trainer import restore_for_evaluation
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("workdir", help="a training run's workdir")
-    parser.add_argument(
-        "--checkpoint", default="best", help="best (as evaluated), latest, or a step number"
-    )
-    parser.add_argument("--batches", type=int, default=2, help="validation batches of 4 images")
-    args = parser.parse_args()
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "a training run's workdir")
+    flags.DEFINE_string("checkpoint", "best", "best (as evaluated), latest, or a step number")
+    flags.DEFINE_integer("batches", 2, "validation batches of 4 images")
 
-    config = load_config(args.workdir)
-    run = setup_run(config)
-    checkpointer = Checkpointer(
-        os.path.join(args.workdir, "checkpoints"), config.keep_checkpoints, config.best_metric
-    )
-    step = choose_step(args.workdir, checkpointer, args.checkpoint, config.best_metric)
-    abstract = jax.eval_shape(run.init_fn(), jax.random.PRNGKey(0))
-    like = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=run.replicated), abstract
-    )
-    state, _ = checkpointer.restore(step, like)
-    checkpointer.close()
-    variables = {"params": state.params}
-    if state.batch_stats:
-        variables["batch_stats"] = state.batch_stats
+
+def main(argv) -> int:
+    cli.positional(argv)
+    cli.require("workdir")
+    args = flags.FLAGS
+    run, state, step = restore_for_evaluation(args.workdir, args.checkpoint)
+    variables = state.variables
 
     @jax.jit
     def logits(x, rng):
@@ -59,7 +45,7 @@ def main() -> None:
         return last(evaluated), last(train)
 
     print(f"{args.workdir}: checkpoint of step {step}, validation images")
-    batches = eval_dataset(run.dataset, "validation", config.data, 4, row_multiple=1)
+    batches = eval_dataset(run.dataset, "validation", run.config.data, 4, row_multiple=1)
     for index, batch in enumerate(batches):
         if index == args.batches:
             break
@@ -75,7 +61,8 @@ def main() -> None:
                 f"foreground predicted {foreground}, "
                 f"mean logits {np.array2string(mean_logit, precision=3)}"
             )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main, define_flags)

@@ -2,14 +2,17 @@
 
 Layout::
 
-    root/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>   any size, greyscale, RGB or RGBA
+    root/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>   any size; read as greyscale, RGB or RGBA
     root/masks/<stem>.png                            class ids, or 0/255 for a binary mask
     root/splits.json      optional {"train": [stems], "validation": [...], "test": [...]}
     root/classes.json     optional {"classes": ["background", ...], "ignore_label": 255}
 
 Without splits.json the stems are split by ``fractions`` with a seeded shuffle. Masks whose values
 are all 0 or 255 are binary (255 becomes 1) unless 255 is the ignore label. Every file is checked
-while building, and a bad one stops the build with a ``DataError`` naming it.
+while building, and a bad one stops the build with a ``DataError`` naming it; with classes.json
+every mask's values are checked against the classes. The values seen, each with the first mask
+holding it, are kept in the dataset's metadata (``mask_values``), so that a class count given
+without classes.json can be checked against every mask before training.
 
 The prepared copy lives under ``data_dir/segjax_folder/<folder name>_<fingerprint>/``; the
 fingerprint covers the root, every file's name, size and modification time, and the options, so
@@ -122,8 +125,14 @@ def read_splits(root: str, stems: list[str], fractions, seed: int) -> dict[str, 
     return {split: list(content.get(split, [])) for split in SPLITS}
 
 
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
 def load_image(path: str, channels: int) -> np.ndarray:
-    """An image file as uint8 (H, W, channels): greyscale is repeated, alpha dropped."""
+    """An image file as uint8 (H, W, channels), converted to greyscale, RGB or RGBA by Pillow
+    (greyscale is repeated, alpha dropped or made opaque as needed)."""
+    if channels not in CHANNEL_MODES:
+        raise DataError(f"channels={channels!r}: choose one of {list(CHANNEL_MODES)}")
     try:
         with Image.open(path) as image:
             image.load()
@@ -131,7 +140,7 @@ def load_image(path: str, channels: int) -> np.ndarray:
                 array = np.asarray(image, np.float64)
                 span = max(float(array.max() - array.min()), 1e-6)
                 image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.convert(CHANNEL_MODES[channels])
             return np.asarray(image, np.uint8).reshape(image.height, image.width, channels)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
         raise DataError(f"{path}: cannot read image ({error})") from None
@@ -161,13 +170,15 @@ def load_mask(path: str, ignore_label: int | None) -> np.ndarray:
 
 
 def check_mask_values(
-    path: str, mask: np.ndarray, num_classes: int, ignore_label: int | None
+    where: str, mask: np.ndarray, num_classes: int, ignore_label: int | None
 ) -> None:
+    """A ``DataError`` naming ``where`` (a file, an example) if ``mask`` holds a value that is
+    neither a class id below ``num_classes`` nor the ignore label."""
     values = np.unique(mask)
     bad = [int(v) for v in values if v >= num_classes and v != ignore_label]
     if bad:
         raise DataError(
-            f"{path}: mask values {bad[:10]} are outside 0..{num_classes - 1} "
+            f"{where}: mask values {bad[:10]} are outside 0..{num_classes - 1} "
             f"(ignore label: {ignore_label})"
         )
 
@@ -190,8 +201,11 @@ def fingerprint(root: str, options: tuple) -> str:
 class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
     """Images and masks from a folder (see the module docstring for the layout)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "Mask values seen at preparation in the metadata; 4-channel images.",
+    }
     BUILDER_CONFIG_CLS = FolderConfig
 
     def __init__(
@@ -233,7 +247,9 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                     "name": tfds.features.Text(),
                 }
             ),
-            metadata=tfds.core.MetadataDict(class_names=classes, ignore_label=ignore),
+            metadata=tfds.core.MetadataDict(
+                class_names=classes, ignore_label=ignore, mask_values={}
+            ),
         )
 
     def _split_generators(self, dl_manager):
@@ -278,6 +294,9 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                 )
             if num_classes is not None:
                 check_mask_values(mask_path, mask, num_classes, ignore_label)
+            seen = self.info.metadata["mask_values"]  # saved with the prepared dataset
+            for value in np.unique(mask):
+                seen.setdefault(str(int(value)), mask_path)
             yield (
                 stem,
                 {"image": encode_png(image), "mask": encode_png(mask[..., None]), "name": stem},

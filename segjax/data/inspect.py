@@ -7,25 +7,25 @@ augmented image/mask pairs (``WORKDIR/augmentations.png``), i.e. what the model 
 """
 
 import os
-import sys
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
-from segjax.cli import parse_flags
-from segjax.data import DataError, load_dataset, train_iterator
+from segjax import cli
+from segjax.data import load_dataset, train_iterator
+from segjax.validation import check_config
 from segjax.visualize import colourise, denormalise
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where to write augmentations.png")
-_BATCHES = flags.DEFINE_integer("batches", 20, "batches to time for the throughput")
-_MAX_EXAMPLES = flags.DEFINE_integer(
-    "max_examples", 500, "train examples to count class frequencies over"
-)
-_GRID = flags.DEFINE_integer("grid", 8, "augmented examples in the PNG grid")
+
+def define_flags() -> None:
+    config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+    flags.DEFINE_string("workdir", None, "where to write augmentations.png")
+    flags.DEFINE_integer("batches", 20, "batches to time for the throughput")
+    flags.DEFINE_integer("max_examples", 500, "train examples to count class frequencies over")
+    flags.DEFINE_integer("grid", 8, "augmented examples in the PNG grid")
 
 
 def augmentation_grid(batch: dict, count: int, mean, std) -> np.ndarray:
@@ -51,7 +51,8 @@ def class_frequencies(source, num_classes: int, limit: int) -> np.ndarray:
     return counts
 
 
-def inspect(config, workdir: str) -> None:
+def inspect(config, workdir: str, batches: int, max_examples: int, grid_size: int) -> None:
+    check_config(config)
     dataset = load_dataset(config.data)
     print(
         f"dataset {dataset.name}: {dataset.num_classes} classes, ignore label "
@@ -62,8 +63,8 @@ def inspect(config, workdir: str) -> None:
         print(f"{split:<12} {len(source):>8}")
 
     train = dataset.split("train")
-    counts = class_frequencies(train, dataset.num_classes, _MAX_EXAMPLES.value)
-    print(f"\nclass frequencies (pixels of {min(_MAX_EXAMPLES.value, len(train))} train examples)")
+    counts = class_frequencies(train, dataset.num_classes, max_examples)
+    print(f"\nclass frequencies (pixels of {min(max_examples, len(train))} train examples)")
     for name, count in zip([*dataset.class_names, "(ignored)"], counts, strict=True):
         if name != "(ignored)" or count:
             print(f"  {name:<20} {count / counts.sum():7.2%}")
@@ -72,34 +73,30 @@ def inspect(config, workdir: str) -> None:
     iterator = train_iterator(dataset, config.data, batch_size, config.seed, 0, 1)
     first = next(iterator)
     start = time.perf_counter()
-    for _ in range(_BATCHES.value):
+    for _ in range(batches):
         next(iterator)
     seconds = time.perf_counter() - start
     size = "x".join(map(str, first["image"].shape[1:3]))
     print(
-        f"\npipeline: {_BATCHES.value * batch_size / seconds:.1f} images/s at {size} "
-        f"(batch {batch_size}, {config.data.num_threads} threads, {_BATCHES.value} batches "
+        f"\npipeline: {batches * batch_size / seconds:.1f} images/s at {size} "
+        f"(batch {batch_size}, {config.data.num_threads} threads, {batches} batches "
         f"after the first)"
     )
 
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "augmentations.png")
-    grid = augmentation_grid(first, _GRID.value, tuple(config.data.mean), tuple(config.data.std))
+    grid = augmentation_grid(first, grid_size, tuple(config.data.mean), tuple(config.data.std))
     Image.fromarray(grid).save(path)
     print(f"wrote {path} (top: augmented images; below: masks, grey = not counted)")
 
 
-def main(argv) -> None:
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    if _CONFIG.value is None or not _WORKDIR.value:
-        raise app.UsageError("--config and --workdir are required")
-    try:
-        inspect(_CONFIG.value, _WORKDIR.value)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+def main(argv) -> int:
+    cli.positional(argv)
+    cli.require("config", "workdir")
+    args = flags.FLAGS
+    inspect(args.config, args.workdir, args.batches, args.max_examples, args.grid)
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, define_flags)

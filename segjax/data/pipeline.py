@@ -29,6 +29,7 @@ import numpy as np
 
 from segjax.data import augment
 from segjax.data.errors import DataError
+from segjax.data.folder import check_mask_values
 from segjax.data.sources import Dataset, SplitSource
 
 
@@ -56,24 +57,18 @@ class Preprocess:
     num_classes: int
     ignore_label: int | None
     image_size: tuple[int, int]
-    scale_range: tuple[float, float] = (0.75, 1.5)
-    hflip: bool = True
-    vflip: bool = False
-    rot90: bool = False
-    color_jitter: float = 0.0
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    scale_range: tuple[float, float]
+    hflip: bool
+    vflip: bool
+    rot90: bool
+    color_jitter: float
+    mean: tuple[float, ...] | None  # None: ImageNet statistics
+    std: tuple[float, ...] | None
 
     def _labels(self, example: dict, mask: np.ndarray, valid: np.ndarray):
+        where = f"dataset {self.dataset!r}, example {example['name']!r}"
+        check_mask_values(where, mask, self.num_classes, self.ignore_label)
         ignore = mask == self.ignore_label if self.ignore_label is not None else False
-        bad = (mask >= self.num_classes) & ~ignore
-        if bad.any():
-            values = sorted({int(v) for v in np.unique(mask[bad])})
-            raise DataError(
-                f"dataset {self.dataset!r}, example {example['name']!r}: mask values "
-                f"{values[:10]} are outside 0..{self.num_classes - 1} (ignore label: "
-                f"{self.ignore_label})"
-            )
         valid = valid & ~ignore
         return np.where(valid, mask, 0).astype(np.int32), valid
 
@@ -120,29 +115,30 @@ class Preprocess:
 
 
 def make_preprocess(dataset: Dataset, data: Any) -> Preprocess:
-    aug = data.get("augment", {}) or {}
-    ignore = dataset.ignore_label if dataset.ignore_label is not None else data.get("ignore_label")
-    size = tuple(int(s) for s in _pair("data.image_size", data.image_size))
-    scale_range = tuple(float(s) for s in aug.get("scale_range", (0.75, 1.5)))
+    """The preprocessing ``config.data`` describes (its keys checked by segjax.validation)."""
+    aug = data.augment
+    ignore = dataset.ignore_label if dataset.ignore_label is not None else data.ignore_label
+    scale_range = tuple(float(s) for s in aug.scale_range)
     if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
         raise DataError(f"data.augment.scale_range={scale_range!r}: need 0 < low <= high")
     return Preprocess(
         dataset=dataset.name,
         num_classes=dataset.num_classes,
         ignore_label=ignore,
-        image_size=size,
+        image_size=_pair("data.image_size", data.image_size),
         scale_range=scale_range,
-        hflip=bool(aug.get("hflip", True)),
-        vflip=bool(aug.get("vflip", False)),
-        rot90=bool(aug.get("rot90", False)),
-        color_jitter=float(aug.get("color_jitter", 0.0)),
-        mean=tuple(data.mean) if data.get("mean") else None,
-        std=tuple(data.std) if data.get("std") else None,
+        hflip=bool(aug.hflip),
+        vflip=bool(aug.vflip),
+        rot90=bool(aug.rot90),
+        color_jitter=float(aug.color_jitter),
+        mean=tuple(data.mean) if data.mean else None,
+        std=tuple(data.std) if data.std else None,
     )
 
 
 def _pair(key: str, value: Any) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = pair * 2 if len(pair) == 1 else pair
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
         raise DataError(f"{key}={value!r}: need a positive size or (height, width)")
     return pair
@@ -150,8 +146,8 @@ def _pair(key: str, value: Any) -> tuple[int, int]:
 
 def _read_options(data: Any) -> grain.ReadOptions:
     return grain.ReadOptions(
-        num_threads=int(data.get("num_threads", 2)),
-        prefetch_buffer_size=int(data.get("prefetch", 4)),
+        num_threads=int(data.num_threads),
+        prefetch_buffer_size=int(data.prefetch),
     )
 
 
@@ -218,7 +214,7 @@ def eval_plan(
     shrunk to the fewest rows that still divide among ``lcm(process_count, row_multiple)`` (pass
     the device count), so a few large images do not drag a full batch of padding along.
     """
-    eval_size = data.get("eval_size")
+    eval_size = data.eval_size
     source = dataset.split(split)
     if eval_size:
         sizes = (_pair("data.eval_size", eval_size),) * len(source)
@@ -257,7 +253,7 @@ def eval_dataset(
     plan = eval_plan(dataset, split, data, global_batch_size, count, row_multiple)
     source = dataset.split(split)
     preprocess = make_preprocess(dataset, data)
-    eval_size = data.get("eval_size")
+    eval_size = data.eval_size
     eval_size = _pair("data.eval_size", eval_size) if eval_size else None
     channels = source[0]["image"].shape[-1]
 

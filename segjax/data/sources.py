@@ -156,6 +156,32 @@ def _class_names(data: Any, stored: list[str] | None) -> tuple[str, ...]:
     return names or tuple(f"class_{i}" for i in range(num_classes))
 
 
+def check_class_count(data: Any, mask_values: dict[str, str], ignore_label: int | None) -> None:
+    """``data.num_classes`` of a folder without classes.json against the mask values seen when
+    it was prepared (value -> the first mask file holding it): a value beyond the classes, or a
+    class that no mask holds (a phantom class, averaged into mIoU as 0), is an error."""
+    values = sorted(int(v) for v in mask_values if int(v) != ignore_label)
+    num_classes = int(data.num_classes)
+    where = os.path.join(data.path, "masks")
+    beyond = [v for v in values if v >= num_classes]
+    if beyond:
+        raise DataError(
+            f"data.num_classes={num_classes} but {mask_values[str(beyond[0])]} holds mask value "
+            f"{beyond[0]} (values in {where}: {values}; ignore label {ignore_label}); set "
+            f"data.num_classes to {max(values) + 1} or list the classes in "
+            f"{os.path.join(data.path, 'classes.json')}"
+        )
+    absent = [c for c in range(num_classes) if c not in values]
+    if values and absent:
+        fewer = max(values) + 1
+        hint = f"set data.num_classes={fewer}, or " if fewer < num_classes else ""
+        raise DataError(
+            f"data.num_classes={num_classes} but no mask in {where} holds class {absent[0]} "
+            f"(values seen: {values}); {hint}list the classes in "
+            f"{os.path.join(data.path, 'classes.json')} if some are absent on purpose"
+        )
+
+
 def load_dataset(data: Any) -> Dataset:
     """The splits of the dataset ``data`` (a ``config.data`` ConfigDict) names, built if needed."""
     name = data.name
@@ -173,9 +199,9 @@ def load_dataset(data: Any) -> Dataset:
                 "segjax_folder",
                 root=path,
                 data_dir=data_dir,
-                channels=int(data.get("channels", 3)),
-                fractions=tuple(data.get("split_fractions", (0.8, 0.1, 0.1))),
-                split_seed=int(data.get("split_seed", 0)),
+                channels=int(data.channels),
+                fractions=tuple(data.split_fractions),
+                split_seed=int(data.split_seed),
                 file_format="array_record",
             )
         else:
@@ -189,7 +215,11 @@ def load_dataset(data: Any) -> Dataset:
         sources = builder.as_data_source()
         label = data.path if name == "folder" else name  # what messages call the dataset
         splits = {s: SplitSource(sources[s], label, s) for s in SPLITS if s in sources}
-        return Dataset(label, splits, class_names, meta.get("ignore_label"))
+        dataset = Dataset(label, splits, class_names, meta.get("ignore_label"))
+        if name == "folder" and not meta.get("class_names"):
+            ignore = data.ignore_label if dataset.ignore_label is None else dataset.ignore_label
+            check_class_count(data, builder.info.metadata.get("mask_values") or {}, ignore)
+        return dataset
     if name in STANDARD:
         spec = STANDARD[name]
         builder = tfds.builder(name, data_dir=data_dir)

@@ -1,33 +1,34 @@
 """The report of a sweep: ``results.md`` (a table), ``results.csv`` and ``results.png``.
 
     python -m segjax.experiments.report experiments/backbones.py --workdir runs/backbones \\
-        [--out experiments/backbones] [--size 256] [--nospeed]
+        [--out experiments/backbones]
 
 For every finished member: test mIoU and Dice pooled over the whole test set and averaged over
-test images, the foreground class's IoU, parameters and MACs at ``--size`` (from shapes alone),
-training images/s and inference latency at batch 1 and ``--size`` (measured here, one model at a
-time, and cached in the member's ``speed.json``), and the wall times of training and evaluation.
-The plot puts test mIoU against parameters and against MACs, one labelled point per model.
+test images, the IoU of the experiment's ``highlight_class`` if it names one, parameters and
+MACs at the experiment's ``size`` (from shapes alone), training images/s and inference latency
+at batch 1 (measured by the runner's speed phase, read from the member's ``speed.json``), and the
+wall times of training and evaluation. The plot puts test mIoU against parameters and against
+MACs, one labelled point per model, coloured by architecture and marked by encoder family.
 Members that differ only in their seed also get a seed-spread table (``seeds.csv`` too), and the
 plot shows them as one point per model: the mean, with a bar from the lowest to the highest seed.
 """
 
 import csv
-import json
 import math
 import os
-import sys
+import re
 
-import jax
-import ml_collections
-from absl import app, flags, logging
+from absl import flags
 
-from segjax.benchmark import inference_speed, train_speed
+from segjax import cli
+from segjax.errors import UserError
 from segjax.experiments.run import collect
 from segjax.experiments.seeds import METRICS, SPREAD_FIELDS, group_key, seed_groups, seed_table
 from segjax.experiments.spec import load_experiment
+from segjax.experiments.speed import read_speed
+from segjax.model_config import model_from_config
 from segjax.models.summary import summarize
-from segjax.train import model_from_config
+from segjax.trainer import load_config
 
 COLUMNS = [
     ("name", "model", "{}"),
@@ -37,7 +38,7 @@ COLUMNS = [
     ("dice", "test Dice (set)", "{:.4f}"),
     ("image_miou", "test mIoU (per image)", "{:.4f}"),
     ("image_dice", "test Dice (per image)", "{:.4f}"),
-    ("foreground_iou", "fg IoU (set)", "{:.4f}"),
+    ("highlight_iou", "{highlight} IoU (set)", "{:.4f}"),
     ("train_img_per_sec", "train img/s", "{:.1f}"),
     ("inference_ms", "infer ms b1@{size}", "{:.1f}"),
     ("train_minutes", "train min", "{:.1f}"),  # wall: compile and validation included
@@ -48,13 +49,9 @@ COLUMNS = [
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "the sweep's workdir (as given to the runner)")
     flags.DEFINE_string("out", None, "where to write results.md/.csv/.png (default: workdir)")
-    flags.DEFINE_integer("size", 256, "square input size for MACs and inference latency")
-    flags.DEFINE_bool("speed", True, "measure training and inference speed (cached per member)")
 
 
-def model_figures(
-    config: ml_collections.ConfigDict, num_classes: int, size: int
-) -> tuple[int, int]:
+def model_figures(config, num_classes: int, size: int) -> tuple[int, int]:
     """(parameters, MACs per image at size x size) of a run's model, from shapes alone."""
     channels = int(config.data.channels)
     model = model_from_config(config.model, num_classes, channels)
@@ -62,46 +59,17 @@ def model_figures(
     return summary.params, summary.macs
 
 
-def measured_speed(directory: str, config, size: int) -> dict:
-    """Training images/s (the run's own batch, crop size and input pipeline) and batch-1
-    inference latency at size x size, measured once on a quiet machine and cached in
-    ``speed.json``: the wall times logged during a sweep also count whatever else the machine
-    was doing."""
-    path = os.path.join(directory, "speed.json")
-    device = jax.devices()[0].device_kind
-    if os.path.exists(path):
-        cached = json.load(open(path))
-        if cached.get("size") == size and cached.get("device") == device:
-            return cached
-    train = train_speed(config, warmup=2, repeats=5, pipeline=True)
-    inference = inference_speed(config, 1, (size, size), warmup=2, repeats=5)
-    record = {
-        "size": size,
-        "device": device,
-        "train_img_per_sec": train["images_per_s"],
-        "train_step_ms": train["ms"],
-        "inference_ms": inference["median_ms"],
-        "inference_all_ms": inference["ms"],
-    }
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-    return record
-
-
-def build_rows(experiment, workdir: str, size: int, measure: bool) -> list[dict]:
-    split = experiment.eval_split
+def build_rows(experiment, workdir: str) -> list[dict]:
+    split, size, nan = experiment.eval_split, experiment.size, float("nan")
     rows = []
     for record in collect(experiment, workdir):
         directory = os.path.join(workdir, record["name"])
-        config = ml_collections.ConfigDict(json.load(open(os.path.join(directory, "config.json"))))
+        config = load_config(directory)
         classes = [k.removeprefix(f"{split}/iou/") for k in record if k.startswith(f"{split}/iou/")]
         params, macs = model_figures(config, config.data.num_classes or len(classes), size)
-        # A binary dataset's foreground is its last class, e.g. ('background', 'nucleus').
-        names = list(config.data.class_names)
-        foreground = record.get(f"{split}/iou/{names[-1]}") if names else None
+        highlight = record.get(f"{split}/iou/{experiment.highlight_class}", nan)
         print(f"{record['name']}: {params:,} params", flush=True)
-        nan = float("nan")
-        speed = measured_speed(directory, config, size) if measure else {}
+        speed = read_speed(directory, size) or {}
         rows.append(
             {
                 "name": record["name"],
@@ -115,9 +83,10 @@ def build_rows(experiment, workdir: str, size: int, measure: bool) -> list[dict]
                 "dice": record[f"{split}/dice"],
                 "image_miou": record[f"{split}/image_miou"],
                 "image_dice": record[f"{split}/image_dice"],
-                "foreground_iou": float("nan") if foreground is None else foreground,
+                "highlight_iou": highlight,
                 "train_img_per_sec": speed.get("train_img_per_sec", nan),
                 "inference_ms": speed.get("inference_ms", nan),
+                "device": speed.get("device", ""),
                 "logged_train_img_per_sec": record["train_img_per_sec"],
                 "train_minutes": record["train_seconds"] / 60,
                 "eval_minutes": record["eval_seconds"] / 60,
@@ -136,35 +105,49 @@ def budget_line(rows: list[dict]) -> str:
 
 
 def cell(value, fmt: str) -> str:
-    """A table cell; a figure that was not measured (``--nospeed``: NaN) shows as a dash."""
+    """A table cell; a figure that was not measured (no speed.json: NaN) shows as a dash."""
     return "-" if isinstance(value, float) and math.isnan(value) else fmt.format(value)
 
 
-def markdown(rows: list[dict], experiment, size: int, spread: list[dict]) -> str:
-    header = [title.format(size=size) for _, title, _ in COLUMNS]
+def columns(experiment) -> list[tuple[str, str, str]]:
+    """The table's (row key, title, format); the highlight column only if the experiment names
+    a class."""
+    titles = {"size": experiment.size, "highlight": experiment.highlight_class}
+    return [
+        (key, title.format(**titles), fmt)
+        for key, title, fmt in COLUMNS
+        if key != "highlight_iou" or experiment.highlight_class
+    ]
+
+
+def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
+    table = columns(experiment)
+    header = [title for _, title, _ in table]
+    devices = sorted({row["device"] for row in rows if row["device"]})
+    highlight = experiment.highlight_class
     lines = [
         f"# {experiment.name}: results",
         "",
         f"Training budget: {budget_line(rows)}. Evaluated on the full-size "
         f"`{experiment.eval_split}` images: mIoU and Dice pooled over the whole set's pixels"
-        " (set) and averaged over images (per image), means over background and foreground;"
-        " fg IoU is the foreground class's.",
+        " (set) and averaged over images (per image), means over the classes"
+        + (f"; {highlight} IoU is that class's." if highlight else "."),
         (
-            "Train img/s: the run's training step (batch, crop, input pipeline) timed alone after"
-            " the sweep, median of 5 steps after 2 warm-up; infer ms: one forward pass of batch 1,"
-            " median of 5 after 2 warm-up; "
-            if any(not math.isnan(row["inference_ms"]) for row in rows)
-            else "Speed not measured for this report (--nospeed); "
+            "Train img/s: the run's training step (batch, crop, input pipeline) timed alone by the"
+            " runner's speed phase, median of 5 steps after 2 warm-up; infer ms: one forward pass"
+            " of batch 1, median of 5 after 2 warm-up"
+            + (f" (device: {', '.join(devices)}); " if devices else "; ")
+            if devices
+            else "Speed not measured (the runner's speed phase did not run); "
         )
         + "train min: wall time of the training command, compile and the final validation pass"
-        " included, on a machine that may have been doing other work."
-        f" Devices: {jax.devices()[0].device_kind} x {jax.device_count()}.",
+        " included, on a machine that may have been doing other work.",
         "",
         "| " + " | ".join(header) + " |",
         "|---" + "|---:" * (len(header) - 1) + "|",
     ]
     for row in rows:
-        cells = [cell(row[key], fmt) for key, _, fmt in COLUMNS]
+        cells = [cell(row[key], fmt) for key, _, fmt in table]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if spread:
@@ -174,7 +157,7 @@ def markdown(rows: list[dict], experiment, size: int, spread: list[dict]) -> str
 
 
 def write_csv(rows: list[dict], path: str) -> None:
-    rows = [{k: v for k, v in row.items() if k != "group"} for row in rows]
+    rows = [{k: v for k, v in row.items() if k not in ("group", "device")} for row in rows]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -245,6 +228,14 @@ def place_labels(axis, labels: list[tuple[float, float, str]], fontsize: int = 8
         )
 
 
+MARKERS = ("o", "^", "s", "D", "P", "X", "*")
+
+
+def encoder_family(encoder: str) -> str:
+    """'resnet34' -> 'resnet', 'ghostnet_100' -> 'ghostnet', 'plain' -> 'plain'."""
+    return re.sub(r"[_\d]+$", "", encoder) or encoder
+
+
 def plot(points: list[dict], path: str, size: int, title: str) -> None:
     import matplotlib
 
@@ -252,7 +243,12 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 
-    colours = {"unet": "tab:blue", "unetpp": "tab:orange"}
+    # A colour per architecture and a marker per encoder family, in order of appearance.
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    arches = list(dict.fromkeys(point["arch"] for point in points))
+    families = list(dict.fromkeys(encoder_family(point["encoder"]) for point in points))
+    colours = {arch: cycle[i % len(cycle)] for i, arch in enumerate(arches)}
+    markers = {family: MARKERS[i % len(MARKERS)] for i, family in enumerate(families)}
     # A model far below the rest (e.g. one that did not learn) would squeeze the others into a
     # sliver of the axis: it is drawn on the bottom edge instead, labelled with its score.
     best = max(point["miou"] for point in points)
@@ -270,10 +266,8 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
         labels = []
         for point in points:
             x = point[key] / 1e6 if key == "params" else point[key]
-            colour = colours[point["arch"].removesuffix("_paper")]
-            marker = (
-                "^" if "ghost" in point["encoder"] else "o" if point["encoder"] != "plain" else "s"
-            )
+            colour = colours[point["arch"]]
+            marker = markers[encoder_family(point["encoder"])]
             name, y = point["name"], point["miou"]
             if name in off_scale:
                 name, y, marker = f"{name}: {y:.3f}, below the axis", bottom + pad / 2, "v"
@@ -295,8 +289,8 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     legend = [
         plt.Line2D([], [], color=c, marker="o", ls="", label=a) for a, c in colours.items()
     ] + [
-        plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=e)
-        for m, e in (("o", "ResNet encoder"), ("^", "GhostNet encoder"), ("s", "paper (plain)"))
+        plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=f"{family} encoder")
+        for family, m in markers.items()
     ]
     figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
     figure.suptitle(title)
@@ -305,15 +299,18 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     plt.close(figure)
 
 
-def write_report(experiment_path: str, workdir: str, out: str, size: int, measure: bool) -> list:
-    experiment = load_experiment(experiment_path)
-    rows = build_rows(experiment, workdir, size, measure)
+def write_report(experiment_path: str, workdir: str, out: str) -> list:
+    try:
+        experiment = load_experiment(experiment_path)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    rows = build_rows(experiment, workdir)
     if not rows:
-        raise ValueError(f"{workdir}: no finished member of {experiment.name} to report")
+        raise UserError(f"{workdir}: no finished member of {experiment.name} to report")
     os.makedirs(out, exist_ok=True)
     spread = seed_groups(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
-        f.write(markdown(rows, experiment, size, spread))
+        f.write(markdown(rows, experiment, spread))
     write_csv(rows, os.path.join(out, "results.csv"))
     if spread:
         write_seeds_csv(spread, os.path.join(out, "seeds.csv"))
@@ -321,30 +318,23 @@ def write_report(experiment_path: str, workdir: str, out: str, size: int, measur
     plot(
         plotted_points(rows, spread),
         os.path.join(out, "results.png"),
-        size,
+        experiment.size,
         f"{experiment.name}: {budget_line(rows)}"
         + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing else ""),
     )
     return rows
 
 
-def main(argv) -> None:
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m segjax.experiments.report EXPERIMENT.py --workdir D")
+def main(argv) -> int:
+    (path,) = cli.positional(argv, ("experiment",))
+    cli.require("workdir")
     args = flags.FLAGS
-    if not args.workdir:
-        raise app.UsageError("--workdir is required")
-    logging.set_verbosity(logging.WARNING)
     out = args.out or args.workdir
-    try:
-        rows = write_report(argv[1], args.workdir, out, args.size, args.speed)
-    except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    rows = write_report(path, args.workdir, out)
     print(open(os.path.join(out, "results.md")).read())
     print(f"wrote results.md, results.csv and results.png for {len(rows)} models in {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

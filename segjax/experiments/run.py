@@ -1,12 +1,14 @@
 """Runs a sweep: ``python -m segjax.experiments.run experiments/backbones.py --workdir runs/x``.
 
-Each member is an ordinary ``segjax.train`` run in ``<workdir>/<member>`` followed by
-``segjax.evaluate`` on the experiment's eval split, each in its own process, so a member is
-exactly what its command line would give by hand (``--dry_run`` prints those commands). A member
-whose ``member.json`` says it finished is skipped; an interrupted one is re-run with the same
-command, and training resumes from its last checkpoint. ``--only a,b`` runs some members;
-``--set key=value`` overrides a config key for every member (e.g. ``data.path``). At the end the
-finished members' results are collected into ``<workdir>/results.json``.
+Each member is an ordinary ``segjax.train`` run in ``<workdir>/<member>``, then
+``segjax.evaluate`` on the experiment's eval split, then ``segjax.experiments.speed`` (its
+training and inference speed, measured alone, into ``speed.json``; ``--nospeed`` skips it), each
+in its own process, so a member is exactly what its command lines would give by hand
+(``--dry_run`` prints them). A member whose ``member.json`` says it finished is skipped (only its
+speed is measured if that is missing); an interrupted one is re-run with the same command, and
+training resumes from its last checkpoint. ``--only a,b`` runs some members; ``--set key=value``
+overrides a config key for every member (e.g. ``data.path``). At the end the finished members'
+results are collected into ``<workdir>/results.json``.
 """
 
 import json
@@ -16,9 +18,12 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
+from segjax import cli
+from segjax.errors import RunError, UserError
 from segjax.experiments.spec import Experiment, Member, load_experiment
+from segjax.experiments.speed import read_speed
 from segjax.reporting import format_duration
 
 
@@ -27,15 +32,32 @@ def define_flags() -> None:
     flags.DEFINE_list("only", [], "run only these members (comma-separated names)")
     flags.DEFINE_bool("dry_run", False, "print each member's commands and status; run nothing")
     flags.DEFINE_multi_string("set", [], "key=value: a config override for every member")
+    flags.DEFINE_bool("speed", True, "measure each member's speed after its evaluation")
 
 
-def member_commands(member: Member, workdir: str, split: str, extra: dict) -> list[list[str]]:
+def member_commands(member: Member, workdir: str, experiment: Experiment, extra: dict) -> dict:
+    """The command line of each phase: train, eval and speed."""
     directory = os.path.join(workdir, member.name)
     python = [sys.executable, "-m"]
-    return [
-        [*python, "segjax.train", *member.train_arguments(extra), "--workdir", directory],
-        [*python, "segjax.evaluate", "--workdir", directory, "--split", split],
-    ]
+    return {
+        "train": [*python, "segjax.train", *member.train_arguments(extra), "--workdir", directory],
+        "eval": [
+            *python,
+            "segjax.evaluate",
+            "--workdir",
+            directory,
+            "--split",
+            experiment.eval_split,
+        ],
+        "speed": [
+            *python,
+            "segjax.experiments.speed",
+            "--workdir",
+            directory,
+            "--size",
+            str(experiment.size),
+        ],
+    }
 
 
 def read_status(directory: str) -> dict:
@@ -71,16 +93,30 @@ def run_logged(command: list[str], log_path: str, on_line=None) -> int:
 STATUS_EVERY_SECONDS = 2.0
 
 
-def run_member(member: Member, workdir: str, split: str, extra: dict) -> dict:
+def phases_to_run(member: Member, workdir: str, experiment: Experiment, speed: bool) -> list:
+    """What a member still needs: train and eval unless it finished, and speed if asked and
+    not measured at the experiment's size."""
+    directory = os.path.join(workdir, member.name)
+    phases = [] if read_status(directory).get("finished") else ["train", "eval"]
+    if speed and read_speed(directory, experiment.size) is None:
+        phases.append("speed")
+    return phases
+
+
+def run_member(
+    member: Member, workdir: str, experiment: Experiment, extra: dict, phases: list[str]
+) -> dict:
     directory = os.path.join(workdir, member.name)
     os.makedirs(directory, exist_ok=True)
     status = read_status(directory)
-    status.update(
-        {"config": member.config, "overrides": {**member.overrides, **extra}, "finished": False}
-    )
-    write_status(directory, status)
-    train, evaluate = member_commands(member, workdir, split, extra)
-    for phase, command in (("train", train), ("eval", evaluate)):
+    if "train" in phases:
+        status.update(
+            {"config": member.config, "overrides": {**member.overrides, **extra}, "finished": False}
+        )
+        write_status(directory, status)
+    commands = member_commands(member, workdir, experiment, extra)
+    for phase in phases:
+        command = commands[phase]
         # Wall time summed over attempts: an interrupted and resumed member counts both.
         before, start, written = status.get(f"{phase}_seconds", 0.0), time.time(), 0.0
 
@@ -95,11 +131,12 @@ def run_member(member: Member, workdir: str, split: str, extra: dict) -> dict:
         code = run_logged(command, os.path.join(directory, f"{phase}.log"), record)
         record(force=True)
         if code != 0:
-            raise RuntimeError(
+            raise RunError(
                 f"member {member.name!r}: {phase} exited with {code}; see {directory}/{phase}.log"
             )
-    status["finished"] = True
-    write_status(directory, status)
+        if phase == "eval":
+            status["finished"] = True
+            write_status(directory, status)
     return status
 
 
@@ -136,60 +173,54 @@ def parse_set(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise app.UsageError(f"--set {item!r}: expected key=value")
+            raise UserError(f"--set {item!r}: expected key=value")
         extra[key.removeprefix("config.")] = value
     return extra
 
 
-def main(argv) -> None:
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m segjax.experiments.run EXPERIMENT.py --workdir DIR")
+def main(argv) -> int:
+    (path,) = cli.positional(argv, ("experiment",))
+    cli.require("workdir")
     args = flags.FLAGS
-    if not args.workdir:
-        raise app.UsageError("--workdir is required")
     try:
-        experiment = load_experiment(argv[1])
+        experiment = load_experiment(path)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        raise UserError(str(error)) from None
     extra = parse_set(args.set)
     names = [m.name for m in experiment.members]
     unknown = sorted(set(args.only) - set(names))
     if unknown:
-        print(
-            f"error: --only {unknown}: not members of {argv[1]}; they are {names}", file=sys.stderr
-        )
-        sys.exit(2)
+        raise UserError(f"--only {unknown}: not members of {path}; they are {names}")
     members = [m for m in experiment.members if not args.only or m.name in args.only]
 
     start = time.time()
     for position, member in enumerate(members, start=1):
-        directory = os.path.join(args.workdir, member.name)
-        done = read_status(directory).get("finished", False)
+        phases = phases_to_run(member, args.workdir, experiment, args.speed)
         header = f"[{position}/{len(members)}] {member.name}"
         if args.dry_run:
-            print(f"{header}: {'finished' if done else 'to run'}")
-            for command in member_commands(member, args.workdir, experiment.eval_split, extra):
-                print("  python " + " ".join(command[1:]))
+            print(f"{header}: {'to run: ' + ', '.join(phases) if phases else 'finished'}")
+            commands = member_commands(member, args.workdir, experiment, extra)
+            for phase in phases or commands:
+                print("  python " + " ".join(commands[phase][1:]))
             continue
-        if done:
+        if not phases:
             print(f"{header}: finished before, skipped", flush=True)
             continue
-        print(f"{header}: running ({format_duration(time.time() - start)} so far)", flush=True)
-        try:
-            run_member(member, args.workdir, experiment.eval_split, extra)
-        except RuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(1)
+        print(
+            f"{header}: running {', '.join(phases)} ({format_duration(time.time() - start)} "
+            "so far)",
+            flush=True,
+        )
+        run_member(member, args.workdir, experiment, extra, phases)
     if args.dry_run:
-        return
+        return 0
     records = collect(experiment, args.workdir)
     path = os.path.join(args.workdir, "results.json")
     with open(path, "w") as f:
         json.dump(records, f, indent=2)
     print(f"{len(records)}/{len(experiment.members)} members finished; results in {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -13,6 +13,7 @@ a config file and ``--config.`` overrides, like flax example variants or big_vis
                 ...
             ],
             eval_split="test",
+            highlight_class="nucleus",  # its IoU gets a column of the report
         )
 """
 
@@ -44,6 +45,8 @@ class Experiment:
     name: str
     members: list[Member]
     eval_split: str = "test"
+    size: int = 256  # square input size of the MACs and inference-latency columns
+    highlight_class: str | None = None  # a class whose IoU gets its own column, e.g. 'nucleus'
 
 
 def format_value(value: Any) -> str:

@@ -9,17 +9,18 @@ trainable ones (the ``params`` collection); BatchNorm running statistics are not
     python -m segjax.models.summary --all --size 256      # the README's model table
 """
 
-import argparse
 import ast
 import dataclasses
 import math
-import sys
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import flags
 
+from segjax import cli
+from segjax.errors import UserError
 from segjax.models.factory import ARCHS, ENCODERS, create_classifier, create_model
 
 _COUNTED = (nn.Conv, nn.ConvTranspose, nn.Dense, nn.BatchNorm)
@@ -115,15 +116,23 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
     )
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width or height)
+def parse_size(text: str) -> tuple[int, int]:
+    """'256' or '256x320' -> (height, width)."""
+    height, _, width = str(text).lower().partition("x")
+    try:
+        size = int(height), int(width or height)
+    except ValueError:
+        raise ValueError(f"--size={text!r}: expected N or HxW, e.g. 256 or 256x320") from None
+    if min(size) < 1:
+        raise ValueError(f"--size={text!r}: sizes must be positive")
+    return size
 
 
-def _parse_option(text: str) -> tuple[str, object]:
+def parse_option(text: str) -> tuple[str, object]:
+    """'key=value' -> (key, the value as a Python literal, else the string)."""
     key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--option {text!r}: expected key=value")
+    if not sep or not key:
+        raise ValueError(f"--option {text!r}: expected key=value, e.g. prune_level=2")
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -141,64 +150,67 @@ def model_table(height: int, width: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m segjax.models.summary", description=__doc__.split("\n\n")[0]
+def describe(
+    arch: str,
+    encoder: str | None,
+    size: tuple[int, int],
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    depth: int | None = None,
+    options: dict | None = None,
+) -> str:
+    """The per-layer table and totals of a model (``arch='classifier'`` for an encoder's
+    ImageNet classifier), as the command prints them."""
+    height, width = size
+    options = dict(options or {})
+    if arch == "classifier":
+        model = create_classifier(encoder, num_classes or 1000, **options)
+    else:
+        model = create_model(arch, encoder, num_classes or 1, in_channels, **options)
+    summary = summarize(model, (1, height, width, in_channels))
+    name = " / ".join(filter(None, [arch, encoder]))
+    return (
+        f"{name} at {height}x{width}x{in_channels}\n\n{summary.table(depth)}\n\n"
+        f"params: {summary.params:,} (trainable)\n"
+        f"MACs:   {format_macs(summary.macs)} ({summary.macs:,}) per image"
     )
-    parser.add_argument("--arch", default="unet", help=f"one of {[*ARCHS, 'classifier']}")
-    parser.add_argument("--encoder", default=None, help=f"one of {list(ENCODERS)}")
-    parser.add_argument("--size", type=_parse_size, default=(256, 256), help="N or HxW")
-    parser.add_argument(
-        "--num-classes",
-        type=int,
-        default=None,
-        help="default 1 for segmentation, 1000 for classifiers",
-    )
-    parser.add_argument("--in-channels", type=int, default=3)
-    parser.add_argument(
-        "--depth",
-        type=int,
-        default=None,
-        help="group the table by module path this many levels deep",
-    )
-    parser.add_argument(
-        "--option",
-        type=_parse_option,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a create_model option, e.g. prune_level=2",
-    )
-    parser.add_argument(
-        "--all", action="store_true", help="print a Markdown table of all models instead"
-    )
-    args = parser.parse_args(argv)
-    height, width = args.size
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("arch", "unet", f"one of {[*ARCHS, 'classifier']}")
+    flags.DEFINE_string("encoder", None, f"one of {list(ENCODERS)}")
+    flags.DEFINE_string("size", "256", "N or HxW")
+    flags.DEFINE_integer("num_classes", None, "default 1 for segmentation, 1000 for classifiers")
+    flags.DEFINE_integer("in_channels", 3, "input channels")
+    flags.DEFINE_integer("depth", None, "group the table by module path this many levels deep")
+    flags.DEFINE_multi_string("option", [], "KEY=VALUE: a create_model option, e.g. prune_level=2")
+    flags.DEFINE_bool("all", False, "print a Markdown table of all models instead")
+
+
+def main(argv) -> int:
+    cli.positional(argv)
+    args = flags.FLAGS
     try:
+        size = parse_size(args.size)
         if args.all:
-            print(model_table(height, width))
+            print(model_table(*size))
             return 0
-        if args.arch == "classifier":
-            model = create_classifier(args.encoder, args.num_classes or 1000, **dict(args.option))
-        else:
-            model = create_model(
+        options = dict(parse_option(text) for text in args.option)
+        print(
+            describe(
                 args.arch,
                 args.encoder,
-                args.num_classes or 1,
+                size,
+                args.num_classes,
                 args.in_channels,
-                **dict(args.option),
+                args.depth,
+                options,
             )
-        summary = summarize(model, (1, height, width, args.in_channels))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    name = " / ".join(filter(None, [args.arch, args.encoder]))
-    print(f"{name} at {height}x{width}x{args.in_channels}\n")
-    print(summary.table(args.depth))
-    print(f"\nparams: {summary.params:,} (trainable)")
-    print(f"MACs:   {format_macs(summary.macs)} ({summary.macs:,}) per image")
+        )
+    except ValueError as error:  # a bad name or option: the factory's message names it
+        raise UserError(str(error)) from None
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, define_flags)

@@ -1,0 +1,100 @@
+"""The train state and the pure step functions the loop jit-compiles: ``train_step`` (one
+optimizer update on a global batch, with gradient accumulation) and ``eval_step`` (confusion
+matrices of a global batch)."""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from segjax import metrics as metrics_lib
+
+
+class TrainState(train_state.TrainState):
+    batch_stats: Any
+    dropout_rng: jax.Array  # raw uint32 key; folded with the step for each step's dropout
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """What ``model.apply`` takes: params, and BatchNorm statistics if the model has any."""
+        return variables_of(self.params, self.batch_stats)
+
+
+def variables_of(params: Any, batch_stats: Any) -> dict[str, Any]:
+    return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
+
+
+def create_train_state(rng: jax.Array, model, tx, input_shape) -> TrainState:
+    init_rng, dropout_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros(input_shape, jnp.float32), train=False)
+    return TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+        dropout_rng=dropout_rng,
+    )
+
+
+def train_step(
+    state: TrainState, batch: dict, *, model, loss_fn, accumulation_steps: int = 1
+) -> tuple[TrainState, dict]:
+    """One optimizer update on a global batch, split into ``accumulation_steps`` micro-batches
+    whose gradients are averaged. Returns the new state and scalar metrics."""
+    step_rng = jax.random.fold_in(state.dropout_rng, state.step)
+
+    def loss_and_stats(params, batch_stats, micro, rng):
+        outputs, updates = model.apply(
+            variables_of(params, batch_stats),
+            micro["image"],
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": rng},
+        )
+        loss, parts = loss_fn(outputs, micro["label"], micro["valid"])
+        return loss, (updates.get("batch_stats", batch_stats), parts)
+
+    grad_fn = jax.value_and_grad(loss_and_stats, has_aux=True)
+    if accumulation_steps == 1:
+        (loss, (batch_stats, parts)), grads = grad_fn(
+            state.params, state.batch_stats, batch, step_rng
+        )
+    else:
+        k = accumulation_steps
+        # Micro-batch j takes rows j, j + k, ...: each device keeps its own rows.
+        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(-1, k, *x.shape[1:]), 0, 1), batch)
+
+        def accumulate(carry, inputs):
+            grads_sum, batch_stats = carry
+            micro_batch, index = inputs
+            (loss, (batch_stats, parts)), grads = grad_fn(
+                state.params, batch_stats, micro_batch, jax.random.fold_in(step_rng, index)
+            )
+            return (jax.tree.map(jnp.add, grads_sum, grads), batch_stats), (loss, parts)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grads, batch_stats), (losses, parts) = jax.lax.scan(
+            accumulate, (zeros, state.batch_stats), (micro, jnp.arange(k))
+        )
+        grads = jax.tree.map(lambda g: g / k, grads)
+        loss, parts = jnp.mean(losses), jax.tree.map(jnp.mean, parts)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    scalars = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    scalars.update({f"loss/{name}": value for name, value in parts.items()})
+    return new_state, scalars
+
+
+def predict_step(state: TrainState, images: jax.Array, *, model, mode: str) -> jax.Array:
+    """(B, H, W) class ids of eval-mode predictions (deep supervision combined by ``mode``)."""
+    return metrics_lib.predict(model.apply(state.variables, images, train=False), mode)
+
+
+def eval_step(
+    state: TrainState, batch: dict, *, model, num_classes: int, mode: str = "accurate"
+) -> jax.Array:
+    """(B, C, C): the confusion matrix of each image of one global batch (valid pixels only);
+    a padding row, with no valid pixel, is all zeros."""
+    predictions = predict_step(state, batch["image"], model=model, mode=mode)
+    return metrics_lib.per_image_confusion(predictions, batch["label"], batch["valid"], num_classes)

@@ -1,0 +1,417 @@
+"""The training loop as a library: ``prepare`` (config -> checked run), the jitted steps,
+``train_and_evaluate`` and ``restore_for_evaluation``. The command lines are ``segjax.train``
+and ``segjax.evaluate``.
+
+``train_step`` and ``eval_step`` (``segjax.steps``) are jit-compiled with explicit shardings over
+a mesh of all devices of all processes (batches split on the ``data`` axis, state replicated),
+the state donated. Re-running the same command on the same workdir resumes from the latest
+readable checkpoint, input pipeline included, as if never stopped. SIGTERM or Ctrl-C saves at
+the next step boundary and exits 0 (a second Ctrl-C stops at once). A non-finite loss or gradient
+norm stops the run before anything is saved, so the last checkpoint stays good.
+
+Before a run writes anything it checks the whole config (``segjax.validation``), the workdir's
+lock and config (``segjax.workdir``), the data, and the checkpoint it resumes from.
+"""
+
+import dataclasses
+import functools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from segjax import metrics as metrics_lib
+from segjax import parallel, validation
+from segjax import workdir as workdir_lib
+from segjax.checkpoint import Checkpointer
+from segjax.data import eval_dataset, load_dataset, train_iterator
+from segjax.defaults import base_config
+from segjax.errors import TrainingError, WorkdirError
+from segjax.losses import make_loss
+from segjax.models.summary import format_macs, summarize
+from segjax.optim import create_optimizer
+from segjax.reporting import MetricWriter, Progress, format_duration
+from segjax.steps import TrainState, create_train_state, eval_step, predict_step, train_step
+
+
+def say(message: str) -> None:
+    """A line on stdout, from process 0 only."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a checked config builds, shared by training, evaluation and the benchmarks."""
+
+    config: ml_collections.ConfigDict
+    dataset: Any
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    input_shape: tuple[int, ...]
+    batch_sharding: Any
+    replicated: Any
+
+    def init_fn(self):
+        return functools.partial(
+            create_train_state, model=self.model, tx=self.tx, input_shape=self.input_shape
+        )
+
+    def init_state(self, seed: int) -> TrainState:
+        return jax.jit(self.init_fn(), out_shardings=self.replicated)(jax.random.PRNGKey(seed))
+
+    def abstract_state(self) -> TrainState:
+        """The state's shapes, dtypes and shardings, without computing it."""
+        abstract = jax.eval_shape(self.init_fn(), jax.random.PRNGKey(0))
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated), abstract
+        )
+
+
+def prepare(config: ml_collections.ConfigDict) -> Run:
+    """Checks the config (every key, then what needs the data), loads the dataset and defines
+    the model and optimizer. Writes nothing but a dataset preparation in the TFDS data dir."""
+    validation.check_config(config, jax.device_count())
+    dataset = load_dataset(config.data)
+    in_channels = dataset.split("train")[0]["image"].shape[-1]
+    model = validation.check_with_data(config, dataset, in_channels)
+    tx, schedule = create_optimizer(config.optimizer, config.total_steps)
+    mesh = parallel.make_mesh()
+    return Run(
+        config,
+        dataset,
+        model,
+        tx,
+        schedule,
+        (1, *config.data.image_size, in_channels),
+        parallel.batch_sharding(mesh),
+        parallel.replicated(mesh),
+    )
+
+
+def jit_train_step(run: Run):
+    """``train_step`` for this run's model and loss, jitted over the mesh, the state donated."""
+    config = run.config
+    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
+    return jax.jit(
+        functools.partial(
+            train_step,
+            model=run.model,
+            loss_fn=loss_fn,
+            accumulation_steps=config.accumulation_steps,
+        ),
+        in_shardings=(run.replicated, run.batch_sharding),
+        out_shardings=(run.replicated, run.replicated),
+        donate_argnums=(0,),
+    )
+
+
+def jit_eval_step(run: Run):
+    return jax.jit(
+        functools.partial(
+            eval_step,
+            model=run.model,
+            num_classes=run.dataset.num_classes,
+            mode=run.config.deep_supervision_mode,
+        ),
+        in_shardings=(run.replicated, run.batch_sharding),
+        out_shardings=run.replicated,
+    )
+
+
+def jit_predict(run: Run):
+    return jax.jit(
+        functools.partial(predict_step, model=run.model, mode=run.config.deep_supervision_mode),
+        in_shardings=(run.replicated, run.batch_sharding),
+        out_shardings=run.batch_sharding,
+    )
+
+
+def eval_batches(run: Run, split: str) -> Iterator[tuple[dict, dict]]:
+    """(this process's rows, the global batch on the devices) of every eval batch of split."""
+    config = run.config
+    batches = eval_dataset(
+        run.dataset, split, config.data, config.batch_size, row_multiple=jax.device_count()
+    )
+    for batch in batches:
+        yield batch, parallel.to_global(batch, run.batch_sharding)
+
+
+def evaluate(eval_fn, state: TrainState, run: Run, split: str) -> dict[str, float]:
+    """Metrics of ``state`` over the whole split, pooled over its pixels."""
+    confusion = 0
+    for _, batch in eval_batches(run, split):
+        confusion = confusion + np.asarray(eval_fn(state, batch).addressable_data(0)).sum(axis=0)
+    return metrics_lib.summarize(confusion, list(run.dataset.class_names))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """A run's config.json (keys added to segjax since it was written take their defaults)."""
+    stored = workdir_lib.stored_config(workdir)
+    if stored is None:
+        path = os.path.join(workdir, "config.json")
+        raise WorkdirError(f"{path}: not found; is {workdir} the workdir of a training run?")
+    return workdir_lib.as_config(stored, base_config())
+
+
+def restore_for_evaluation(workdir: str, which: str = "best") -> tuple[Run, TrainState, int]:
+    """(the run, its state, the step) of a workdir's checkpoint ``which`` ('best', 'latest' or
+    a step): an unreadable one is reported and the next candidate used."""
+    run = prepare(load_config(workdir))
+    config = run.config
+    with Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        config.keep_checkpoints,
+        config.best_metric,
+        read_only=True,
+    ) as checkpointer:
+        step, state, _, _ = checkpointer.restore_readable(
+            checkpointer.candidates(which), run.abstract_state(), say
+        )
+    return run, state, step
+
+
+class _StopRequests:
+    """SIGTERM and the first Ctrl-C become a flag checked at step boundaries; a second Ctrl-C
+    interrupts at once."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _handle(self, signum, frame):
+        del frame
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            say("Ctrl-C: saving at the end of this step (Ctrl-C again to stop at once)")
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -> list:
+    """Fetches the pending step metrics; stops the run at the first non-finite one."""
+    fetched = [(step, jax.device_get(m)) for step, m in pending]
+    for step, scalars in fetched:
+        if not (np.isfinite(scalars["loss"]) and np.isfinite(scalars["grad_norm"])):
+            kept = checkpointer.latest_step()
+            raise TrainingError(
+                f"non-finite loss at step {step} (loss={scalars['loss']}, grad_norm="
+                f"{scalars['grad_norm']}); nothing saved after it, the last good checkpoint is "
+                + (f"step {kept} in {checkpointer.directory}" if kept is not None else "none")
+                + " (try a lower optimizer.learning_rate or optimizer.grad_clip_norm)"
+            )
+    return fetched
+
+
+def _write_model_summary(workdir: str, run: Run) -> None:
+    config, model, input_shape = run.config, run.model, run.input_shape
+    summary = summarize(model, input_shape)
+    workdir_lib.write_atomically(
+        os.path.join(workdir, "model.txt"),
+        f"{config.model.arch} / {config.model.encoder or 'plain'} on {run.dataset.name} "
+        f"({run.dataset.num_classes} classes), input {input_shape}\n\n"
+        f"{summary.table(depth=2)}\n\n"
+        f"params: {summary.params:,}\nMACs: {format_macs(summary.macs)} per image\n",
+    )
+    say(
+        f"model: {summary.params:,} params, {format_macs(summary.macs)} MACs per "
+        f"{input_shape[1]}x{input_shape[2]} image"
+    )
+
+
+def _agree(ok: bool, message: str) -> None:
+    """With several processes, process 0's verdict on the workdir holds for all of them."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        ok = bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+        if not ok and jax.process_index() != 0:
+            raise WorkdirError(message)
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, force_config: bool = False
+) -> dict[str, float]:
+    """Trains, resuming from ``workdir`` if it holds checkpoints; returns the last eval metrics.
+
+    Refuses (``UserError``, nothing written) a bad config or data, a workdir in use, or one
+    holding another config unless ``force_config``."""
+    is_main = jax.process_index() == 0
+    validation.check_config(config, jax.device_count())  # before anything slow
+    workdir_lib.check_path(workdir)
+    lock = workdir_lib.WorkdirLock(workdir)
+    if is_main:
+        lock.refuse_if_held()  # a second trainer stops here, before loading anything
+    run = prepare(config)
+    defaults = workdir_lib.as_json(base_config())
+    stored, changes = workdir_lib.check_config(workdir, config, defaults, force_config)
+    acquired = False
+    try:
+        if is_main:
+            try:
+                os.makedirs(workdir, exist_ok=True)
+            except OSError as error:
+                raise WorkdirError(
+                    f"--workdir {workdir} cannot be created ({error.strerror})"
+                ) from None
+            lock.acquire()
+            acquired = True
+        _agree(acquired or not is_main, f"process 0 could not take the lock of {workdir}")
+        return _train(run, workdir, stored, changes, force_config)
+    finally:
+        if acquired:
+            lock.release()
+
+
+def _restore_or_init(run: Run, checkpointer: Checkpointer) -> tuple[int, TrainState, Any, list]:
+    if not checkpointer.steps():
+        start = time.perf_counter()
+        state = run.init_state(run.config.seed)
+        say(f"initialised in {time.perf_counter() - start:.1f} s")
+        return 0, state, None, []
+    step, state, data_state, unreadable = checkpointer.restore_readable(
+        checkpointer.candidates("latest"), run.abstract_state(), say
+    )
+    say(f"resumed from step {step} in {checkpointer.directory}")
+    return step, state, data_state, unreadable
+
+
+def _take_workdir(
+    run: Run, workdir: str, stored, changes, forced: bool, start_step: int, unreadable, ckpt
+) -> None:
+    """The run's first writes, once everything it resumes from has been read."""
+    if jax.process_index() == 0:
+        for step in unreadable:
+            where = ckpt.set_aside(step, os.path.join(workdir, "unreadable_checkpoints"))
+            say(f"moved unreadable checkpoint step {step} to {where}")
+        if stored is None or changes:
+            workdir_lib.write_config(workdir, run.config, changes, start_step, forced)
+            _write_model_summary(workdir, run)
+        if changes:
+            say(
+                f"config changed on resume ({workdir_lib.describe(changes)}); recorded in "
+                f"{os.path.join(workdir, 'config_changes.jsonl')}"
+            )
+        dropped = workdir_lib.truncate_metrics(workdir, start_step)
+        if dropped:
+            say(f"metrics.jsonl: dropped {dropped} records after step {start_step}")
+    if unreadable and jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("unreadable checkpoints set aside")
+        ckpt.manager.reload()
+
+
+def _train(run: Run, workdir: str, stored, changes, forced: bool) -> dict[str, float]:
+    config, dataset = run.config, run.dataset
+    is_main = jax.process_index() == 0
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), config.keep_checkpoints, config.best_metric
+    )
+    writer = None
+    try:
+        start_step, state, data_state, unreadable = _restore_or_init(run, checkpointer)
+        _take_workdir(run, workdir, stored, changes, forced, start_step, unreadable, checkpointer)
+        data_iter = train_iterator(dataset, config.data, config.batch_size, config.seed)
+        if data_state is not None:
+            data_iter.set_state(data_state)
+        p_train, p_eval = jit_train_step(run), jit_eval_step(run)
+        purge = start_step + 1 if start_step else None
+        writer = MetricWriter(workdir, enabled=is_main, purge_step=purge)
+        return _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_step)
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
+
+
+def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_step) -> dict:
+    config, schedule = run.config, run.schedule
+    progress = Progress(config.total_steps, config.batch_size, start_step)
+    stop = _StopRequests()
+    pending: list[tuple[int, dict]] = []
+    eval_metrics: dict[str, float] = {}
+    try:
+        for step in range(start_step + 1, config.total_steps + 1):
+            batch = parallel.to_global(next(data_iter), run.batch_sharding)
+            record: dict[str, float] = {}
+            if step == start_step + 1:
+                compile_start = time.perf_counter()
+                state, scalars = p_train(state, batch)
+                jax.block_until_ready(scalars)
+                record["train/first_step_sec"] = time.perf_counter() - compile_start
+                say(f"first step (compile + run): {record['train/first_step_sec']:.1f} s")
+                progress = Progress(config.total_steps, config.batch_size, step)
+            else:
+                state, scalars = p_train(state, batch)
+            pending.append((step, scalars))
+
+            last = step == config.total_steps
+            if step % config.log_every_steps == 0 or last:
+                fetched = _check_finite(pending, checkpointer)
+                pending = []
+                record.update({f"train/{k}": float(v) for k, v in fetched[-1][1].items()})
+                speed = progress.report(step)
+                record["train/lr"] = float(schedule(step - 1))
+                if speed is not None:
+                    record["train/img_per_sec"] = speed["img_per_sec"]
+                    record["train/steps_per_sec"] = speed["steps_per_sec"]
+                say(
+                    f"step {step}/{config.total_steps}  loss {record['train/loss']:.4f}  "
+                    f"lr {record['train/lr']:.2e}  "
+                    + (
+                        f"{speed['steps_per_sec']:.2f} steps/s  {speed['img_per_sec']:.1f} "
+                        f"img/s  ETA {format_duration(speed['eta_sec'])}"
+                        if speed is not None
+                        else "ETA after the next logged step"
+                    )
+                )
+            evaluate_now = step % config.eval_every_steps == 0 or last
+            if evaluate_now:
+                eval_start = time.perf_counter()
+                eval_metrics = evaluate(p_eval, state, run, config.eval_split)
+                record.update({f"eval/{k}": v for k, v in eval_metrics.items()})
+                record["eval/seconds"] = time.perf_counter() - eval_start
+                say(
+                    f"eval {config.eval_split} at step {step}: mIoU {eval_metrics['miou']:.4f}"
+                    f"  Dice {eval_metrics['dice']:.4f}  pixel accuracy "
+                    f"{eval_metrics['pixel_accuracy']:.4f}"
+                )
+            writer.write(step, record)
+            if step % config.checkpoint_every_steps == 0 or evaluate_now or last or stop.requested:
+                _check_finite(pending, checkpointer)
+                pending = []
+                checkpointer.save(
+                    step,
+                    state,
+                    data_iter.get_state(),
+                    metrics=eval_metrics if evaluate_now else None,
+                )
+            if stop.requested and not last:
+                checkpointer.wait()
+                say(
+                    f"{stop.signal_name}: saved step {step} to {checkpointer.directory}; re-run "
+                    "the same command to resume"
+                )
+                return eval_metrics
+    finally:
+        stop.restore()
+    return eval_metrics
