@@ -316,18 +316,20 @@ def test_an_unwritable_workdir_and_a_workdir_without_checkpoints(reference, tfds
     assert_one_error_line(evaluated, 1, f"no checkpoint in {empty / 'checkpoints'}")
 
 
-# SIGINT (Ctrl-C) saves and exits like SIGTERM; the resumed run ends as the uninterrupted one.
-def test_ctrl_c_saves_and_the_rerun_continues_exactly(reference, tfds_dir, tmp_path):
+# SIGTERM (preemption) and SIGINT (Ctrl-C) save at the next step boundary and exit 0; the rerun
+# ends as the uninterrupted run.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_and_the_rerun_continues_exactly(reference, tfds_dir, tmp_path, sig):
     workdir = tmp_path / "W"
     process = start(
         train_command(tfds_dir, workdir, *R), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     wait_for(lambda: (workdir / "metrics.jsonl").exists() and len(losses(workdir)) >= 5, process)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]
-    saved = int(re.search(r"SIGINT: saved step (\d+)", stdout).group(1))
-    assert 5 <= saved < 30
+    saved = int(re.search(rf"{sig.name}: saved step (\d+)", stdout).group(1))
+    assert 5 <= saved < 30 and (workdir / "checkpoints" / str(saved)).is_dir()
 
     resumed = run(train_command(tfds_dir, workdir, *R))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
