@@ -15,9 +15,9 @@ from PIL import Image
 
 from segjax import cli
 from segjax import metrics as metrics_lib
+from segjax.files import write_atomically
 from segjax.trainer import eval_batches, jit_eval_step, jit_predict, restore_for_evaluation
 from segjax.visualize import colourise, denormalise, side_by_side
-from segjax.workdir import write_atomically
 
 
 def define_flags() -> None:

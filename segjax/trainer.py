@@ -33,6 +33,7 @@ from segjax.checkpoint import Checkpointer
 from segjax.data import eval_dataset, load_dataset, train_iterator
 from segjax.defaults import base_config
 from segjax.errors import TrainingError, WorkdirError
+from segjax.files import write_atomically
 from segjax.losses import make_loss
 from segjax.models.summary import format_macs, summarize
 from segjax.optim import create_optimizer
@@ -223,7 +224,7 @@ def _check_finite(pending: list[tuple[int, dict]], checkpointer: Checkpointer) -
 def _write_model_summary(workdir: str, run: Run) -> None:
     config, model, input_shape = run.config, run.model, run.input_shape
     summary = summarize(model, input_shape)
-    workdir_lib.write_atomically(
+    write_atomically(
         os.path.join(workdir, "model.txt"),
         f"{config.model.arch} / {config.model.encoder or 'plain'} on {run.dataset.name} "
         f"({run.dataset.num_classes} classes), input {input_shape}\n\n"

@@ -8,9 +8,8 @@
 - ``train.lock`` holds the pid, host and command of the trainer using the workdir. It is an
   ``flock`` too, so the kernel releases it when that process ends, however it ends: a lock left
   by a killed run is stale and taken over; a live one makes a second trainer exit at once.
-- Files are replaced atomically (written beside, then renamed), so a crash leaves the old or the
-  new version, never half of one; ``metrics.jsonl`` is cut back to the restored step on resume,
-  so it never holds a step twice.
+- Files are replaced atomically (``segjax.files``); ``metrics.jsonl`` is cut back to the
+  restored step on resume, so it never holds a step twice.
 """
 
 import fcntl
@@ -24,6 +23,7 @@ from typing import Any
 import ml_collections
 
 from segjax.errors import WorkdirError
+from segjax.files import read_json, write_atomically
 from segjax.validation import flatten
 
 # Keys that may differ between a workdir's config.json and a rerun resuming it. total_steps: a
@@ -49,14 +49,7 @@ def check_path(workdir: str) -> None:
 
 def stored_config(workdir: str) -> dict | None:
     """The workdir's config.json as a dict, or None if there is none."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise WorkdirError(f"{path}: cannot be read ({error}); is this a segjax workdir?") from None
+    return read_json(os.path.join(workdir, "config.json"), WorkdirError)
 
 
 def as_json(config: ml_collections.ConfigDict) -> dict:
@@ -100,15 +93,6 @@ def check_config(
             f"resume: {', '.join(RESUMABLE_KEYS)})"
         )
     return stored, changes
-
-
-def write_atomically(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
 
 
 def write_config(

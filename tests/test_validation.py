@@ -2,6 +2,8 @@
 together, and what needs the data (splits, classes, channels, the best metric, model options)."""
 
 import dataclasses
+import importlib.util
+import pathlib
 
 import pytest
 
@@ -84,9 +86,16 @@ def test_sizes_and_unknown_keys():
         check_config(get_config("smoke"), device_count=8)
 
 
-def test_every_key_of_the_base_config_has_a_rule_and_passes():
+CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_and_variant_passes_and_every_key_has_a_rule(path):
+    spec = importlib.util.spec_from_file_location("config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     for variant in ("smoke", "small", "dsb2018", None):
-        config = get_config(variant)
+        config = module.get_config(variant)
         check_config(config)
         keys = {k for k, v in flatten(config).items() if v != {}}
         assert keys == set(SCHEMA)

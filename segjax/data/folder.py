@@ -23,7 +23,6 @@ editing the folder makes a new build rather than serving stale data.
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 
@@ -33,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from segjax.data.errors import DataError
 from segjax.data.png import encode_png
+from segjax.files import read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "validation", "test")
@@ -63,20 +63,10 @@ def _files_by_stem(directory: str, suffixes: tuple[str, ...]) -> dict[str, str]:
     return files
 
 
-def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-
-
 def read_classes(root: str) -> tuple[list[str] | None, int | None]:
     """Class names and ignore label from root/classes.json, or (None, None)."""
     path = os.path.join(root, "classes.json")
-    content = _read_json(path)
+    content = read_json(path, DataError)
     if content is None:
         return None, None
     classes = content.get("classes") if isinstance(content, dict) else None
@@ -97,7 +87,7 @@ def read_classes(root: str) -> tuple[list[str] | None, int | None]:
 def read_splits(root: str, stems: list[str], fractions, seed: int) -> dict[str, list[str]]:
     """The stems of each split, from root/splits.json or a seeded split by fractions."""
     path = os.path.join(root, "splits.json")
-    content = _read_json(path)
+    content = read_json(path, DataError)
     if content is None:
         if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise DataError(

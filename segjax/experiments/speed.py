@@ -38,8 +38,8 @@ def measure(workdir: str, size: int) -> dict:
     import jax
 
     from segjax.benchmark import inference_speed, train_speed
+    from segjax.files import write_atomically
     from segjax.trainer import load_config
-    from segjax.workdir import write_atomically
 
     config = load_config(workdir)
     train = train_speed(config, warmup=WARMUP, repeats=REPEATS, pipeline=True)
