@@ -237,14 +237,23 @@ def _write_model_summary(workdir: str, run: Run) -> None:
     )
 
 
-def _agree(ok: bool, message: str) -> None:
-    """With several processes, process 0's verdict on the workdir holds for all of them."""
+def _on_process_zero(action, what: str) -> None:
+    """Runs ``action`` on process 0 only (the workdir is shared); its ``WorkdirError`` stops
+    every process, so none is left waiting for the others."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            action()
+        except WorkdirError as raised:
+            error = raised
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        ok = bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
-        if not ok and jax.process_index() != 0:
-            raise WorkdirError(message)
+        ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+        if not ok and error is None:
+            raise WorkdirError(f"process 0 could not {what}; see its error")
+    if error is not None:
+        raise error
 
 
 def train_and_evaluate(
@@ -254,31 +263,29 @@ def train_and_evaluate(
 
     Refuses (``UserError``, nothing written) a bad config or data, a workdir in use, or one
     holding another config unless ``force_config``."""
-    is_main = jax.process_index() == 0
     validation.check_config(config, jax.device_count())  # before anything slow
     workdir_lib.check_path(workdir)
     lock = workdir_lib.WorkdirLock(workdir)
-    if is_main:
-        lock.refuse_if_held()  # a second trainer stops here, before loading anything
+    # A second trainer stops here, before loading anything.
+    _on_process_zero(lock.refuse_if_held, "use the workdir")
     run = prepare(config)
     defaults = workdir_lib.as_json(base_config())
     stored, changes = workdir_lib.check_config(workdir, config, defaults, force_config)
-    acquired = False
+
+    def take_workdir() -> None:
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as error:
+            raise WorkdirError(
+                f"--workdir {workdir} cannot be created ({error.strerror})"
+            ) from None
+        lock.acquire()
+
+    _on_process_zero(take_workdir, "take the workdir's lock")
     try:
-        if is_main:
-            try:
-                os.makedirs(workdir, exist_ok=True)
-            except OSError as error:
-                raise WorkdirError(
-                    f"--workdir {workdir} cannot be created ({error.strerror})"
-                ) from None
-            lock.acquire()
-            acquired = True
-        _agree(acquired or not is_main, f"process 0 could not take the lock of {workdir}")
         return _train(run, workdir, stored, changes, force_config)
     finally:
-        if acquired:
-            lock.release()
+        lock.release()  # a no-op where it was not taken (processes other than 0)
 
 
 def _restore_or_init(run: Run, checkpointer: Checkpointer) -> tuple[int, TrainState, Any, list]:
@@ -346,6 +353,10 @@ def _train(run: Run, workdir: str, stored, changes, forced: bool) -> dict[str, f
 
 def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_step) -> dict:
     config, schedule = run.config, run.schedule
+    if start_step >= config.total_steps:
+        say(
+            f"the run is at step {start_step} of total_steps={config.total_steps}: nothing to train"
+        )
     progress = Progress(config.total_steps, config.batch_size, start_step)
     stop = _StopRequests()
     pending: list[tuple[int, dict]] = []

@@ -76,8 +76,9 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert "--config.seed=1" in dry.stdout and not workdir.exists()
 
     # Kill the whole sweep (runner and its training process) once the second member is training.
+    # (Without the speed phase; it is measured for one member at the end.)
     process = subprocess.Popen(
-        runner(path, workdir, tfds_dir),
+        runner(path, workdir, tfds_dir, "--nospeed"),
         cwd=ROOT,
         env=env(),
         stdout=subprocess.DEVNULL,
@@ -98,10 +99,10 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert not killed.get("finished")
     assert killed["train_seconds"] > 0  # the killed attempt's wall time so far is kept
 
-    rerun = run(runner(path, workdir, tfds_dir))
+    rerun = run(runner(path, workdir, tfds_dir, "--nospeed"))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "[1/2] first: finished before, skipped" in rerun.stdout
-    assert "[2/2] second: running train, eval, speed" in rerun.stdout
+    assert "[2/2] second: running train, eval" in rerun.stdout
     assert (workdir / "first" / "metrics.jsonl").read_text() == first_metrics  # not retrained
     records = json.loads((workdir / "results.json").read_text())
     assert [r["name"] for r in records] == ["first", "second"]
@@ -110,6 +111,12 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
         assert record["train_seconds"] > 0 and record["train_img_per_sec"] > 0
     assert records[1]["overrides"]["seed"] == 1
     assert records[1]["train_seconds"] > killed["train_seconds"]  # summed over both attempts
+    assert not (workdir / "first" / "speed.json").exists()
+    # A finished member without speed.json: only the speed phase runs.
+    timed = run(runner(path, workdir, tfds_dir, "--only=first"))
+    assert timed.returncode == 0, timed.stdout[-3000:] + timed.stderr[-3000:]
+    assert "[1/1] first: running speed" in timed.stdout
+    assert (workdir / "first" / "metrics.jsonl").read_text() == first_metrics
 
     # The report: a table, a CSV and a plot of the finished members, with the speed phase's
     # figures.
@@ -138,6 +145,7 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert float(rows[1]["highlight_iou"]) == records[1]["test/iou/triangle"]
     assert float(rows[0]["image_miou"]) == records[0]["test/image_miou"]
     assert float(rows[0]["inference_ms"]) > 0 and float(rows[0]["train_img_per_sec"]) > 0
+    assert rows[1]["inference_ms"] == "nan" and "| - | - |" in table  # second: not measured
     # "first" and "second" differ only in their seed: one model, two seeds.
     assert "## Seed spread" in table and "| first | 0,1 |" in table
     (spread,) = list(csv.DictReader(open(out / "seeds.csv")))
