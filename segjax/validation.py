@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from segjax.data.errors import DataError
 from segjax.data.folder import SPLITS
 from segjax.errors import ConfigError
 from segjax.losses import LOSSES, loss_options
@@ -294,8 +295,14 @@ def metric_names(class_names) -> list[str]:
 def check_with_data(config: ml_collections.ConfigDict, dataset, in_channels: int):
     """What needs the dataset: splits, channels, classes, the best metric, the model options.
     Returns the model (a module definition; nothing is initialised)."""
-    for split in {"train", config.eval_split}:
-        dataset.split(split)  # DataError naming the split if it is missing or empty
+    dataset.split("train")  # a DataError naming the split if it is missing or empty
+    try:
+        dataset.split(config.eval_split)
+    except DataError as error:
+        raise DataError(
+            f"{error}, which eval_split={config.eval_split!r} evaluates on; give it examples "
+            "(splits.json, data.split_fractions) or choose another eval_split"
+        ) from None
     data = config.data
     if data.name != "folder" and data.channels != in_channels:
         raise ConfigError(
