@@ -24,6 +24,7 @@ from segjax import cli
 from segjax.errors import RunError, UserError
 from segjax.experiments.spec import Experiment, Member, load_experiment
 from segjax.experiments.speed import read_speed
+from segjax.files import write_atomically
 from segjax.reporting import format_duration
 
 
@@ -66,10 +67,8 @@ def read_status(directory: str) -> dict:
 
 
 def write_status(directory: str, status: dict) -> None:
-    path = os.path.join(directory, "member.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)  # never a half-written status
+    text = json.dumps(status, indent=2, sort_keys=True)
+    write_atomically(os.path.join(directory, "member.json"), text)  # never half-written
 
 
 def run_logged(command: list[str], log_path: str, on_line=None) -> int:
