@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,13 @@ class _QuietFailedReads(logging.Filter):
         return "exception was never retrieved" not in message or not any(
             text in message for text in ("orbax", "TensorStore", "OCDBT")
         )
+
+
+# orbax's read coroutines, as named in Python's "coroutine ... was never awaited" warning.
+_UNAWAITED_READS = (
+    r"coroutine '(_read_array_index_and_device_put|_read_and_create_array|async_deserialize"
+    r"|_read_shard)' was never awaited"
+)
 
 
 def _abandoned(value: BaseException | None, where: object = None) -> bool:
@@ -236,6 +244,8 @@ class Checkpointer:
             except CheckpointMismatch:
                 raise
             except Exception as error:  # orbax / tensorstore raise many kinds for a bad file
+                # Its abandoned read coroutines may be collected unawaited, at exit even.
+                warnings.filterwarnings("ignore", _UNAWAITED_READS, RuntimeWarning)
                 unreadable.append(step)
                 rest = candidates[position + 1 :]
                 say(
