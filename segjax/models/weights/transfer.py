@@ -1,0 +1,372 @@
+"""PyTorch state dict <-> segjax variables, for the layouts of ``layouts.py``.
+
+``plan`` lists, for every segjax variable that has a PyTorch counterpart, its key and how the
+array is transformed (conv OIHW <-> HWIO, which covers depthwise kernels; Linear (out, in) <->
+Dense (in, out); BatchNorm weight/bias/running_mean/running_var <-> scale/bias/mean/var; the
+U-Net++ skip order). ``load_weights`` is strict: every missing, unexpected and mis-shaped key is
+listed in one error. ``num_batches_tracked`` is ignored on import and written as 0 on export.
+
+An encoder file (a torchvision / timm classifier, or the encoder of an smp model) fills only the
+encoder of a segmentation model; its classifier head and the stages a shallower encoder does not
+have are left out and reported. ImageNet kernels of the first conv are adapted to another number of
+input channels as smp and timm do (``adapt_input_kernel``).
+"""
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from segjax.models.encoders.ghostnet import GhostNetClassifier, GhostNetEncoder
+from segjax.models.encoders.resnet import ResNetClassifier, ResNetEncoder
+from segjax.models.segmentation import SegmentationModel
+from segjax.models.weights import layouts
+from segjax.models.weights.files import WeightsFileError
+
+SCOPES = ("model", "encoder")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One segjax variable and the PyTorch tensor it corresponds to."""
+
+    path: tuple[str, ...]  # ('params', 'encoder', 'conv1', 'kernel')
+    key: str  # 'conv1.weight'
+    shape: tuple[int, ...]  # segjax's
+    permutation: np.ndarray | None = None  # of a kernel's input channels (segjax <- torch)
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        if len(self.shape) == 4:
+            height, width, inputs, outputs = self.shape
+            return (outputs, inputs, height, width)
+        return tuple(reversed(self.shape)) if len(self.shape) == 2 else self.shape
+
+    def to_segjax(self, array: np.ndarray) -> np.ndarray:
+        array = np.asarray(array, np.float32)
+        if array.ndim == 4:
+            array = array.transpose(2, 3, 1, 0)
+        elif array.ndim == 2:
+            array = array.T
+        if self.permutation is not None:
+            array = array[:, :, self.permutation]
+        return np.ascontiguousarray(array)
+
+    def to_torch(self, array: Any) -> np.ndarray:
+        array = np.asarray(array, np.float32)
+        if self.permutation is not None:
+            array = array[:, :, np.argsort(self.permutation)]
+        if array.ndim == 4:
+            array = array.transpose(3, 2, 0, 1)
+        elif array.ndim == 2:
+            array = array.T
+        return np.ascontiguousarray(array)
+
+
+@dataclasses.dataclass
+class Report:
+    """What an import did, for the run's log and the convert command."""
+
+    source: str
+    holds: str  # describe_file's words
+    target: str  # 'the encoder' or 'the whole model'
+    tensors: int  # loaded
+    parameters: int  # trainable values loaded
+    model_parameters: int  # trainable values of the model
+    ignored: list[str]
+    adapted: str = ""
+
+    def summary(self) -> str:
+        text = (
+            f"loaded {self.tensors} tensors ({self.parameters:,} of the model's "
+            f"{self.model_parameters:,} parameters) into {self.target} from {self.source} "
+            f"({self.holds})"
+        )
+        if self.ignored:
+            text += (
+                f"; left out {len(self.ignored)} not in this model ({_abbreviate(self.ignored)})"
+            )
+        if self.adapted:
+            text += f"; {self.adapted}"
+        return text
+
+
+def _abbreviate(keys: list[str]) -> str:
+    """'fc.*, layer4.*' for the module prefixes of ignored keys."""
+    prefixes = []
+    for key in keys:
+        parts = key.split(".")
+        prefix = ".".join(parts[: 2 if parts[0] in ("encoder", "decoder", "blocks") else 1])
+        if prefix + ".*" not in prefixes:
+            prefixes.append(prefix + ".*")
+    return ", ".join(prefixes)
+
+
+def encoder_family(encoder: nn.Module) -> str:
+    if isinstance(encoder, ResNetEncoder):
+        return "resnet"
+    if isinstance(encoder, GhostNetEncoder):
+        return "ghostnet"
+    raise WeightsFileError(
+        "the paper U-Net / U-Net++ have their own plain encoder, which no PyTorch file holds; "
+        "pretrained weights need a ResNet or GhostNet encoder"
+    )
+
+
+def abstract_variables(model: nn.Module, in_channels: int) -> dict:
+    return jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, in_channels)), train=False)
+    )
+
+
+def _flat(variables: dict) -> dict[tuple[str, ...], Any]:
+    return traverse_util.flatten_dict(jax.tree.map(lambda x: x, variables))
+
+
+def plan(model: nn.Module, variables: dict, scope: str = "model") -> list[Entry]:
+    """The entries of ``model``'s variables in the layout of its family: a classifier in
+    torchvision's / timm's keys, a segmentation model in smp's (``scope='model'``) or only its
+    encoder in torchvision's / timm's (``scope='encoder'``). Raises ``NoTorchEquivalent`` for
+    a variable the layout has no tensor for."""
+    flat = _flat(variables)
+    family = encoder_family(model.encoder)
+    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    if not classifier and scope == "model":
+        _check_smp_compatible(model, family)
+    num_skip_levels = 0 if classifier else len(model.encoder.channels) - 1
+    entries = []
+    for path, value in flat.items():
+        modules, leaf = tuple(path[1:-1]), path[-1]
+        if classifier:
+            name = layouts.classifier_module(family, modules)
+        elif scope == "encoder":
+            if modules[0] != "encoder":
+                continue
+            name = layouts.encoder_module(family, modules[1:])
+        else:
+            name = layouts.smp_module(modules, num_skip_levels)
+        permutation = None
+        if not classifier and scope == "model" and leaf == "kernel" and modules[-1] == "conv1":
+            skip = flat.get(
+                ("params", "decoder", re.sub(r"_\d+$", "_1", modules[1]), "unit", "conv2", "kernel")
+            )
+            if skip is not None:
+                permutation = layouts.unetpp_skip_permutation(
+                    modules[1], value.shape[2], skip.shape[-1]
+                )
+        entries.append(
+            Entry(path, f"{name}.{layouts.LEAF_NAMES[leaf]}", tuple(value.shape), permutation)
+        )
+    keys = [entry.key for entry in entries]
+    if len(set(keys)) != len(keys):
+        raise layouts.NoTorchEquivalent("two variables map to one PyTorch tensor")
+    return entries
+
+
+def _check_smp_compatible(model: SegmentationModel, family: str) -> None:
+    decoder = model.decoder
+    if family != "resnet":
+        raise layouts.NoTorchEquivalent(
+            "smp models are mapped on ResNet encoders only (smp wraps GhostNet through timm's "
+            "features_only, whose stride-2 feature differs); use the encoder alone"
+        )
+    if getattr(decoder, "deep_supervision", False) or getattr(decoder, "prune_level", None):
+        raise layouts.NoTorchEquivalent("smp's UnetPlusPlus has no deep supervision or pruning")
+
+
+def adapt_input_kernel(kernel: np.ndarray, in_channels: int) -> np.ndarray:
+    """An RGB kernel (O, 3, kh, kw) for ``in_channels`` inputs, as smp's ``patch_first_conv`` and
+    timm's ``adapt_input_conv`` do: 1 channel takes the sum over RGB; N channels repeat R, G, B,
+    R, ... and scale by 3 / N, so that a constant image gives the same response."""
+    if in_channels == 1:
+        return kernel.sum(axis=1, keepdims=True)
+    repeats = math.ceil(in_channels / kernel.shape[1])
+    tiled = np.tile(kernel, (1, repeats, 1, 1))[:, :in_channels]
+    return tiled * (kernel.shape[1] / in_channels)
+
+
+def _family_layout(family: str) -> str:
+    return "torchvision" if family == "resnet" else "timm"
+
+
+def _tolerated(model: nn.Module, family: str, layout: str, in_channels: int) -> set[str]:
+    """Keys an encoder-scope import may leave unused: those of the full ImageNet classifier
+    (head, deeper stages) and, from an smp file, its decoder and head."""
+    classifier_cls = ResNetClassifier if family == "resnet" else GhostNetClassifier
+    full = classifier_cls(model.encoder.clone(parent=None, depth=5))
+    prefix = "encoder." if layout == "smp" else ""
+    return {prefix + entry.key for entry in plan(full, abstract_variables(full, in_channels))}
+
+
+def load_weights(
+    model: nn.Module,
+    variables: dict,
+    tensors: dict[str, np.ndarray],
+    source: str,
+    scope: str | None = None,
+    head: bool = True,
+) -> tuple[dict, Report]:
+    """``variables`` with every tensor of the file in place; strict (one error listing every
+    missing, unexpected and mis-shaped key). ``scope``: 'model' (a classifier, or a whole smp
+    model) or 'encoder' (only the encoder); None: 'model' for classifiers and smp files, else
+    'encoder'. ``head=False`` leaves a classifier's head at its initial values and ignores the
+    file's."""
+    holds = layouts.describe_file(tensors)
+    layout = layouts.detect(tensors)
+    if layout is None:
+        first = ", ".join(list(tensors)[:4])
+        raise WeightsFileError(f"{source}: holds {holds}; its first keys are {first}")
+    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    family = encoder_family(model.encoder)
+    expected = _family_layout(family)
+    if scope is None:
+        scope = "model" if classifier or layout == "smp" else "encoder"
+    if scope not in SCOPES:
+        raise WeightsFileError(f"scope={scope!r}: choose one of {list(SCOPES)}")
+    target_name = _target_name(model)
+    if layout not in (expected, "smp") or (layout == "smp" and classifier):
+        raise WeightsFileError(f"{source}: holds {holds}, which does not fit {target_name}")
+    if scope == "model" and not classifier and layout != "smp":
+        raise WeightsFileError(
+            f"{source}: holds {holds}, an encoder only; it cannot fill the whole of "
+            f"{target_name} (use the encoder scope)"
+        )
+    try:
+        entries = plan(model, variables, scope)
+    except layouts.NoTorchEquivalent as error:
+        raise WeightsFileError(f"{target_name} has no {layout} equivalent: {error}") from None
+    in_channels = _input_channels(entries)
+    tolerated: set[str] = set()
+    prefix = ""
+    if scope == "encoder":
+        tolerated = _tolerated(model, family, layout, in_channels)
+        if layout == "smp":
+            prefix = "encoder."
+            tolerated |= {k for k in tensors if k.startswith(("decoder.", "segmentation_head."))}
+    if classifier and not head:
+        head_keys = {e.key for e in entries if e.key.startswith(layouts.HEAD_PREFIXES[family])}
+        entries = [e for e in entries if e.key not in head_keys]
+        tolerated |= head_keys
+    entries = [dataclasses.replace(e, key=prefix + e.key) for e in entries]
+    return _apply(model, variables, tensors, entries, tolerated, source, holds, family, scope)
+
+
+def _target_name(model: nn.Module) -> str:
+    if isinstance(model, ResNetClassifier | GhostNetClassifier):
+        return f"a {type(model.encoder).__name__} classifier"
+    decoder = type(model.decoder).__name__.replace("Decoder", "")
+    return f"a {decoder} on {type(model.encoder).__name__}"
+
+
+def _is_first_conv(entry: Entry) -> bool:
+    return entry.path[1:] in (("encoder", "conv1", "kernel"), ("encoder", "conv_stem", "kernel"))
+
+
+def _input_channels(entries: list[Entry]) -> int:
+    return next((entry.shape[2] for entry in entries if _is_first_conv(entry)), 3)
+
+
+def _apply(model, variables, tensors, entries, tolerated, source, holds, family, scope):
+    planned = {entry.key for entry in entries}
+    known_modules = {k.rsplit(".", 1)[0] for k in planned | tolerated}
+    missing = [entry.key for entry in entries if entry.key not in tensors]
+    unexpected = [
+        key
+        for key in tensors
+        if key not in planned
+        and key not in tolerated
+        and not (key.endswith(".num_batches_tracked") and key.rsplit(".", 1)[0] in known_modules)
+    ]
+    misshaped, adapted = [], ""
+    for entry in entries:
+        if entry.key not in tensors:
+            continue
+        shape = tuple(tensors[entry.key].shape)
+        if shape == entry.torch_shape:
+            continue
+        if _is_first_conv(entry) and _adaptable(shape, entry.torch_shape):
+            how = "summed" if entry.torch_shape[1] == 1 else "repeated and scaled by 3/N"
+            adapted = f"first conv adapted from 3 to {entry.torch_shape[1]} input channels ({how})"
+            continue
+        misshaped.append(
+            f"{entry.key} (file {'x'.join(map(str, shape))}, model "
+            f"{'x'.join(map(str, entry.torch_shape))})"
+        )
+    if missing or unexpected or misshaped:
+        problems = [
+            f"{len(items)} {name}: {', '.join(items)}"
+            for name, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("mis-shaped", misshaped),
+            )
+            if items
+        ]
+        raise WeightsFileError(
+            f"{source}: holds {holds}, which does not fit {_target_name(model)}; "
+            + "; ".join(problems)
+        )
+    flat = _flat(variables)
+    loaded_parameters = 0
+    for entry in entries:
+        array = tensors[entry.key]
+        if array.shape != entry.torch_shape:
+            array = adapt_input_kernel(np.asarray(array, np.float32), entry.torch_shape[1])
+        flat[entry.path] = entry.to_segjax(array)
+        if entry.path[0] == "params":
+            loaded_parameters += int(np.prod(entry.shape))
+    used = planned | {k for k in tensors if k.endswith(".num_batches_tracked")}
+    ignored = sorted(k for k in tensors if k not in used)
+    model_parameters = sum(int(np.prod(v.shape)) for p, v in flat.items() if p[0] == "params")
+    report = Report(
+        source,
+        holds,
+        "the encoder" if scope == "encoder" else "the whole model",
+        len(entries),
+        loaded_parameters,
+        model_parameters,
+        ignored,
+        adapted,
+    )
+    return traverse_util.unflatten_dict(flat), report
+
+
+def _adaptable(file_shape: tuple, model_shape: tuple) -> bool:
+    return (
+        len(file_shape) == 4
+        and file_shape[1] == 3
+        and file_shape[0] == model_shape[0]
+        and file_shape[2:] == model_shape[2:]
+    )
+
+
+def export_state_dict(
+    model: nn.Module, variables: dict, scope: str = "model"
+) -> tuple[dict[str, np.ndarray], str]:
+    """(a PyTorch state dict, its layout): a classifier in torchvision's / timm's keys, a
+    segmentation model in smp's (``scope='model'``) or its encoder in torchvision's / timm's
+    (``scope='encoder'``). BatchNorm layers get ``num_batches_tracked`` = 0, so that
+    ``load_state_dict(strict=True)`` accepts the file."""
+    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    family = encoder_family(model.encoder)
+    try:
+        entries = plan(model, variables, scope)
+    except layouts.NoTorchEquivalent as error:
+        raise WeightsFileError(
+            f"{_target_name(model)} has no PyTorch equivalent: {error}"
+        ) from None
+    layout = "smp" if scope == "model" and not classifier else _family_layout(family)
+    flat = _flat(variables)
+    tensors: dict[str, np.ndarray] = {}
+    for entry in entries:
+        key = entry.key
+        tensors[key] = entry.to_torch(flat[entry.path])
+        if key.endswith(".running_var"):
+            tensors[key.replace(".running_var", ".num_batches_tracked")] = np.array(0, np.int64)
+    return tensors, layout

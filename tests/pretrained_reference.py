@@ -1,0 +1,189 @@
+"""Reference outputs of PyTorch models for the weight-import tests, without downloading weights.
+
+Both sides build the same weights from a seed: ``seeded_state_dict`` draws every tensor of a
+state dict from NumPy's generator keyed by (seed, key), with BatchNorm running statistics far from
+their defaults. PyTorch (torchvision / timm / smp) runs the model on a seeded input in eval mode;
+the fixtures hold the key list and the outputs, so the tests run without torch:
+
+    pip install -e '.[bench]'
+    python -m tests.pretrained_reference            # rewrites tests/fixtures/pretrained/
+
+Segmentation outputs are stored at every 4th pixel (the whole output is compared by the live test,
+which runs when torch is installed).
+"""
+
+import json
+import os
+import sys
+import zlib
+
+import numpy as np
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pretrained")
+SEED = 2026
+CLASSIFIER_INPUT = (2, 3, 224, 224)
+SEGMENTATION_INPUT = (1, 3, 160, 224)
+SUBSAMPLE = 4
+CLASSIFIERS = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "ghostnet_050",
+    "ghostnet_100",
+    "ghostnet_130",
+)
+SMP_ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
+# name -> (arch, encoder, classes); arch 'classifier' is the encoder's ImageNet classifier.
+CASES = {
+    **{name: ("classifier", name, 1000) for name in CLASSIFIERS},
+    **{
+        f"smp_{arch}_{encoder}_c{classes}": (arch, encoder, classes)
+        for arch in SMP_ARCHS
+        for encoder in ("resnet18", "resnet34")
+        for classes in (1, 3)
+    },
+}
+
+
+def seeded_state_dict(keys: list[tuple[str, list[int], str]], seed: int = SEED) -> dict:
+    """Tensors for (key, shape, dtype) triples, each from a generator seeded by (seed, key)."""
+    modules_with_stats = {k.rsplit(".", 1)[0] for k, _, _ in keys if k.endswith("running_mean")}
+    tensors = {}
+    for key, shape, dtype in keys:
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        module, name = key.rsplit(".", 1)
+        if name == "num_batches_tracked":
+            value = np.array(int(rng.integers(1, 1000)), np.int64)
+        elif name == "running_mean":
+            value = rng.normal(0.0, 0.2, shape)
+        elif name == "running_var":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif module in modules_with_stats:  # BatchNorm affine
+            value = rng.uniform(0.6, 1.4, shape) if name == "weight" else rng.normal(0, 0.1, shape)
+        elif name == "bias":
+            value = rng.normal(0.0, 0.05, shape)
+        else:  # conv or linear weight, variance-preserving
+            fan_in = int(np.prod(shape[1:]))
+            value = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
+        tensors[key] = np.asarray(value, np.int64 if dtype == "int64" else np.float32)
+    return tensors
+
+
+def seeded_input(shape: tuple[int, ...], seed: int = SEED) -> np.ndarray:
+    """An NCHW float32 input."""
+    return np.random.default_rng(seed).normal(0.0, 1.0, shape).astype(np.float32)
+
+
+def input_shape(name: str) -> tuple[int, ...]:
+    return CLASSIFIER_INPUT if CASES[name][0] == "classifier" else SEGMENTATION_INPUT
+
+
+def subsample(output: np.ndarray) -> np.ndarray:
+    """NCHW logits at every SUBSAMPLE-th pixel; classifier logits unchanged."""
+    return output if output.ndim == 2 else output[:, :, ::SUBSAMPLE, ::SUBSAMPLE]
+
+
+# --- segjax side (no torch) ---
+
+
+def segjax_model(name: str):
+    from segjax.models import create_classifier, create_model
+
+    arch, encoder, classes = CASES[name]
+    if arch == "classifier":
+        return create_classifier(encoder, classes)
+    return create_model(arch, encoder, num_classes=classes)
+
+
+def segjax_output(name: str, variables: dict) -> np.ndarray:
+    """The model's eval-mode output on the seeded input, NCHW like PyTorch's."""
+    import jax
+
+    model = segjax_model(name)
+    x = seeded_input(input_shape(name)).transpose(0, 2, 3, 1)
+    out = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+    return out if out.ndim == 2 else out.transpose(0, 3, 1, 2)
+
+
+def segjax_init(name: str) -> dict:
+    """Zeros in the shape of the model's variables (a full import replaces every one; tracing
+    ``init`` is cheap where compiling it is not: 30 s for a GhostNet)."""
+    import jax
+
+    from segjax.models.weights.transfer import abstract_variables
+
+    abstract = abstract_variables(segjax_model(name), input_shape(name)[1])
+    return jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
+
+
+# --- PyTorch side (the bench extra) ---
+
+
+def torch_model(name: str):
+    import timm
+    import torchvision
+
+    arch, encoder, classes = CASES[name]
+    if arch == "classifier":
+        if encoder.startswith("resnet"):
+            return getattr(torchvision.models, encoder)(weights=None).eval()
+        return timm.create_model(encoder, pretrained=False).eval()
+    import segmentation_models_pytorch as smp
+
+    model = getattr(smp, SMP_ARCHS[arch])(encoder, encoder_weights=None, classes=classes)
+    return model.eval()
+
+
+def torch_keys(model) -> list[tuple[str, list[int], str]]:
+    return [
+        (key, list(value.shape), str(value.dtype).removeprefix("torch."))
+        for key, value in model.state_dict().items()
+    ]
+
+
+def torch_output(model, tensors: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    import torch
+
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(x)).numpy()
+
+
+def torch_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def main() -> int:
+    import torch
+
+    torch.manual_seed(0)
+    os.makedirs(FIXTURES, exist_ok=True)
+    index = {}
+    for name in CASES:
+        model = torch_model(name)
+        keys = torch_keys(model)
+        output = torch_output(model, seeded_state_dict(keys), seeded_input(input_shape(name)))
+        np.save(os.path.join(FIXTURES, f"{name}.npy"), subsample(output))
+        index[name] = {
+            "keys": keys,
+            "parameters": torch_parameters(model),
+            "max_abs_output": float(np.abs(output).max()),
+        }
+        print(
+            f"{name}: {len(keys)} tensors, {index[name]['parameters']:,} parameters, "
+            f"max |output| {index[name]['max_abs_output']:.4g}",
+            flush=True,
+        )
+    versions = {
+        m.__name__: m.__version__
+        for m in map(__import__, ("torch", "torchvision", "timm", "segmentation_models_pytorch"))
+    }
+    with open(os.path.join(FIXTURES, "cases.json"), "w") as file:
+        json.dump({"seed": SEED, "versions": versions, "cases": index}, file, indent=0)
+        file.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
