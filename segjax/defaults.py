@@ -37,6 +37,14 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # model.dtype: float32 or bfloat16 (parameters stay float32); decoder_channels: () = the
     # default for the depth; attention: '' or scse; unetpp: deep_supervision, prune_level
     # (0 = full); paper models: filters, dropout, norm ('' or batch).
+    # Pretrained weights (README, "Pretrained encoders"): a torchvision / timm ImageNet file fills
+    # the encoder, an smp Unet / UnetPlusPlus file the whole model; loaded once, before step 1
+    # (a resumed run takes its checkpoint). pretrained_kind: '' (from the file's keys),
+    # 'encoder' or 'model'. pretrained_sha256: '' or the file's digest, checked when given and
+    # recorded in config.json by the run that loads it.
+    model.pretrained = ""
+    model.pretrained_kind = ""
+    model.pretrained_sha256 = ""
 
     config.optimizer = opt = ml_collections.ConfigDict()
     opt.name = "adamw"  # or sgd
@@ -49,6 +57,11 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     opt.b1, opt.b2 = 0.9, 0.999
     opt.momentum, opt.nesterov = 0.9, False  # sgd
     opt.grad_clip_norm = 1.0  # 0 = no clipping
+    # Fine-tuning a pretrained encoder: its learning rate is learning_rate x encoder_lr_factor,
+    # and it does not move in the first freeze_encoder_steps steps (model.freeze_encoder_bn
+    # keeps its BatchNorm statistics as loaded).
+    opt.encoder_lr_factor = 1.0
+    opt.freeze_encoder_steps = 0
 
     # Every loss has a weight (0 = off) and its options, so any can be switched on from the
     # command line: --config.loss.weights.focal=1 --config.loss.options.focal.gamma=2.

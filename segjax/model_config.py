@@ -10,6 +10,11 @@ from typing import Any
 
 from segjax.models import ARCHS, create_model
 
+# config.model keys that are not create_model options: the weights a run starts from
+# (segjax.pretrained).
+PRETRAINED_KEYS = ("pretrained", "pretrained_kind", "pretrained_sha256")
+PRETRAINED_KINDS = ("", "encoder", "model")
+
 # Options whose factory default is None, and how a config spells that None.
 NONE_AS = {"decoder_channels": (), "attention": "", "norm": "", "prune_level": 0}
 

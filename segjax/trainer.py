@@ -37,6 +37,7 @@ from segjax.files import write_atomically
 from segjax.losses import make_loss
 from segjax.models.summary import format_macs, summarize
 from segjax.optim import create_optimizer
+from segjax.pretrained import load_pretrained
 from segjax.reporting import MetricWriter, Progress, format_duration
 from segjax.steps import TrainState, create_train_state, eval_step, predict_step, train_step
 
@@ -293,12 +294,31 @@ def _restore_or_init(run: Run, checkpointer: Checkpointer) -> tuple[int, TrainSt
         start = time.perf_counter()
         state = run.init_state(run.config.seed)
         say(f"initialised in {time.perf_counter() - start:.1f} s")
+        if run.config.model.pretrained:
+            state = _with_pretrained(run, state)
         return 0, state, None, []
     step, state, data_state, unreadable = checkpointer.restore_readable(
         checkpointer.candidates("latest"), run.abstract_state(), say
     )
     say(f"resumed from step {step} in {checkpointer.directory}")
     return step, state, data_state, unreadable
+
+
+def _with_pretrained(run: Run, state: TrainState) -> TrainState:
+    """The state with ``model.pretrained``'s tensors in place; its digest goes to config.json."""
+    local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.variables)
+    variables, report, digest = load_pretrained(run.config, run.model, local)
+    say(report)
+    run.config.model.pretrained_sha256 = digest
+
+    def put(array):
+        array = np.asarray(array)
+        return jax.make_array_from_callback(array.shape, run.replicated, lambda index: array[index])
+
+    return state.replace(
+        params=jax.tree.map(put, variables["params"]),
+        batch_stats=jax.tree.map(put, variables.get("batch_stats", {})),
+    )
 
 
 def _take_workdir(

@@ -8,6 +8,7 @@ what is allowed.
 """
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,12 @@ from segjax.data.errors import DataError
 from segjax.data.folder import SPLITS
 from segjax.errors import ConfigError
 from segjax.losses import LOSSES, loss_options
-from segjax.model_config import model_defaults, model_from_config
+from segjax.model_config import (
+    PRETRAINED_KEYS,
+    PRETRAINED_KINDS,
+    model_defaults,
+    model_from_config,
+)
 from segjax.models.factory import ARCHS, DTYPES
 from segjax.optim import OPTIMIZERS, SCHEDULES
 
@@ -116,6 +122,12 @@ def names() -> Rule:
     ), "non-empty strings"
 
 
+def sha256_digest() -> Rule:
+    return (
+        lambda v: v.lower() if isinstance(v, str) and re.fullmatch(r"|[0-9a-fA-F]{64}", v) else None
+    ), "'' or 64 hexadecimal digits (sha256sum FILE)"
+
+
 def _schema() -> dict[str, Rule]:
     schema: dict[str, Rule] = {
         "seed": integer(0),
@@ -141,6 +153,10 @@ def _schema() -> dict[str, Rule]:
         "model.filters": channel_list(),
         "model.dropout": real(0.0, 1.0, below_high=True),
         "model.norm": choice(("", "batch")),
+        "model.freeze_encoder_bn": boolean(),
+        "model.pretrained": text(),
+        "model.pretrained_kind": choice(PRETRAINED_KINDS),
+        "model.pretrained_sha256": sha256_digest(),
         "optimizer.name": choice(OPTIMIZERS),
         "optimizer.learning_rate": real(0.0),
         "optimizer.warmup_steps": integer(0),
@@ -153,6 +169,8 @@ def _schema() -> dict[str, Rule]:
         "optimizer.momentum": real(0.0, 1.0, below_high=True),
         "optimizer.nesterov": boolean(),
         "optimizer.grad_clip_norm": real(0.0),
+        "optimizer.encoder_lr_factor": real(0.0),
+        "optimizer.freeze_encoder_steps": integer(0),
         "data.name": text(),
         "data.path": text(),
         "data.data_dir": text(),
@@ -174,7 +192,7 @@ def _schema() -> dict[str, Rule]:
         "data.augment.rot90": boolean(),
         "data.augment.color_jitter": real(0.0, 1.0),
     }
-    assert set(model_defaults()) | {"arch", "encoder"} == {
+    assert set(model_defaults()) | {"arch", "encoder", *PRETRAINED_KEYS} == {
         k.removeprefix("model.") for k in schema if k.startswith("model.")
     }, "every create_model option needs a rule here"
     for name in LOSSES:
@@ -265,6 +283,15 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
             "give one value per channel each"
         )
     build_model(config, num_classes=2, in_channels=3)  # the factory checks the model options
+    if config.model.pretrained and config.model.arch.endswith("_paper"):
+        raise ConfigError(
+            f"model.pretrained={config.model.pretrained!r} needs a ResNet or GhostNet encoder; "
+            f"model.arch={config.model.arch!r} has its own plain encoder, which no file holds"
+        )
+    if config.model.pretrained_kind and not config.model.pretrained:
+        raise ConfigError(
+            f"model.pretrained_kind={config.model.pretrained_kind!r} without model.pretrained"
+        )
     weights = {name: config.loss.weights[name] for name in LOSSES}
     if not any(weights.values()):
         raise ConfigError(

@@ -79,10 +79,17 @@ def check_config(
     workdir: str, config: ml_collections.ConfigDict, defaults: dict, force: bool
 ) -> tuple[dict | None, dict[str, tuple]]:
     """(the stored config, the changes this run makes to it); raises ``WorkdirError`` if the
-    workdir holds a run of another config and ``force`` is not set. Writes nothing."""
+    workdir holds a run of another config and ``force`` is not set. Writes nothing, except that
+    an empty ``model.pretrained_sha256`` takes the digest config.json recorded for the same
+    ``model.pretrained``."""
     stored = stored_config(workdir)
     if stored is None:
         return None, {}
+    recorded = stored.get("model", {})
+    same_file = recorded.get("pretrained") == config.model.pretrained
+    if same_file and not config.model.pretrained_sha256:
+        # The digest the first run recorded for the file this config names.
+        config.model.pretrained_sha256 = recorded.get("pretrained_sha256", "")
     changes = config_differences(stored, as_json(config), defaults)
     fixed = {k: v for k, v in changes.items() if k not in RESUMABLE_KEYS}
     if fixed and not force:

@@ -25,7 +25,12 @@ NORMS = (None, "batch")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 _BACKBONE_OPTIONS = dict(
-    encoder_depth=5, decoder_channels=None, attention=None, decoder_block="conv", dtype="float32"
+    encoder_depth=5,
+    decoder_channels=None,
+    attention=None,
+    decoder_block="conv",
+    dtype="float32",
+    freeze_encoder_bn=False,
 )
 _PAPER_OPTIONS = dict(filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32")
 _NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
@@ -97,7 +102,9 @@ def create_model(
 
     Options (defaults in ``ARCHS``): ``encoder_depth`` 3-5; ``decoder_channels`` one per decoder
     block, deepest first (default: the last ``encoder_depth`` of 256, 128, 64, 32, 16);
-    ``attention`` None or 'scse'; ``decoder_block`` 'conv' or 'ghost'; ``dtype`` of the
+    ``attention`` None or 'scse'; ``decoder_block`` 'conv' or 'ghost'; ``freeze_encoder_bn``
+    (the encoder's BatchNorm layers normalise with their running statistics and leave them
+    unchanged in training too, as PyTorch users do with ImageNet encoders); ``dtype`` of the
     computation ('float32' or 'bfloat16'; parameters stay float32); for U-Net++
     ``deep_supervision`` and ``prune_level`` 1..depth-1; for the paper models ``filters``,
     ``dropout`` and ``norm`` (None or 'batch').
@@ -132,6 +139,7 @@ def create_model(
         head = partial(conv, num_classes, 1, use_bias=True, dtype=dtype)
         decoder_channels = filters[-2::-1]
         final_upsample = False
+        freeze_encoder_bn = False
     else:
         if encoder not in ENCODERS:
             raise ValueError(
@@ -157,6 +165,7 @@ def create_model(
         head = partial(conv, num_classes, 3, use_bias=True, dtype=dtype)
         final_upsample = True
         pad_multiple = 2**num_levels
+        freeze_encoder_bn = bool(options["freeze_encoder_bn"])
 
     deep_supervision = bool(options.get("deep_supervision", False))
     if nested:
@@ -165,7 +174,9 @@ def create_model(
         )
     else:
         decoder = UNetDecoder(decoder_channels, block, head, final_upsample)
-    return SegmentationModel(enc, decoder, in_channels, deep_supervision, pad_multiple)
+    return SegmentationModel(
+        enc, decoder, in_channels, deep_supervision, pad_multiple, freeze_encoder_bn
+    )
 
 
 def create_classifier(encoder: str, num_classes: int = 1000, dtype: Any = "float32") -> nn.Module:

@@ -23,6 +23,7 @@ class SegmentationModel(nn.Module):
     in_channels: int
     deep_supervision: bool = False
     pad_multiple: int | None = None  # default: the encoder's deepest stride
+    freeze_encoder_bn: bool = False  # the encoder's BatchNorm uses running statistics always
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | list[jax.Array]:
@@ -36,6 +37,7 @@ class SegmentationModel(nn.Module):
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        outputs = self.decoder(self.encoder(x, train), train)
+        features = self.encoder(x, train and not self.freeze_encoder_bn)
+        outputs = self.decoder(features, train)
         outputs = [logits[:, :height, :width] for logits in outputs]
         return outputs if self.deep_supervision else outputs[0]

@@ -257,11 +257,22 @@ def load_weights(
     return _apply(model, variables, tensors, entries, tolerated, source, holds, family, scope)
 
 
+def encoder_name(encoder: nn.Module) -> str:
+    """'resnet34', 'ghostnet_100': the registry name of an encoder module."""
+    from segjax.models.factory import ENCODERS
+
+    for name, (_, _, kwargs) in ENCODERS.items():
+        if all(getattr(encoder, key, None) == value for key, value in kwargs.items()):
+            return name
+    return type(encoder).__name__
+
+
 def _target_name(model: nn.Module) -> str:
+    encoder = encoder_name(model.encoder)
     if isinstance(model, ResNetClassifier | GhostNetClassifier):
-        return f"a {type(model.encoder).__name__} classifier"
-    decoder = type(model.decoder).__name__.replace("Decoder", "")
-    return f"a {decoder} on {type(model.encoder).__name__}"
+        return f"a {encoder} classifier"
+    arch = "U-Net++" if "PlusPlus" in type(model.decoder).__name__ else "U-Net"
+    return f"a {arch} on {encoder}"
 
 
 def _is_first_conv(entry: Entry) -> bool:
@@ -370,3 +381,44 @@ def export_state_dict(
         if key.endswith(".running_var"):
             tensors[key.replace(".running_var", ".num_batches_tracked")] = np.array(0, np.int64)
     return tensors, layout
+
+
+SEGJAX_FORMAT = "segjax"
+
+
+def segjax_tensors(variables: dict) -> dict[str, np.ndarray]:
+    """segjax's own layout: every variable under its '/'-joined path ('params/encoder/...')."""
+    return {"/".join(path): np.asarray(value) for path, value in _flat(variables).items()}
+
+
+def load_segjax_weights(
+    variables: dict, tensors: dict[str, np.ndarray], source: str, scope: str = "model"
+) -> tuple[dict, int]:
+    """``variables`` with a segjax-layout file's tensors in place (all of them, or the
+    ``encoder`` sub-tree's): strict like ``load_weights``. Returns (variables, tensors loaded)."""
+    flat = _flat(variables)
+    wanted = {"/".join(p): p for p in flat if scope == "model" or p[1] == "encoder"}
+    missing = sorted(set(wanted) - set(tensors))
+    unexpected = sorted(k for k in tensors if k not in wanted and scope == "model")
+    misshaped = [
+        f"{k} (file {'x'.join(map(str, tensors[k].shape))}, model "
+        f"{'x'.join(map(str, flat[wanted[k]].shape))})"
+        for k in sorted(set(wanted) & set(tensors))
+        if tuple(tensors[k].shape) != tuple(flat[wanted[k]].shape)
+    ]
+    if missing or unexpected or misshaped:
+        problems = [
+            f"{len(items)} {name}: {', '.join(items)}"
+            for name, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("mis-shaped", misshaped),
+            )
+            if items
+        ]
+        raise WeightsFileError(
+            f"{source}: segjax weights that do not fit this model; " + "; ".join(problems)
+        )
+    for key, path in wanted.items():
+        flat[path] = np.asarray(tensors[key], flat[path].dtype)
+    return traverse_util.unflatten_dict(flat), len(wanted)
