@@ -7,6 +7,7 @@ the fixtures hold the key list and the outputs, so the tests run without torch:
 
     pip install -e '.[bench]'
     python -m tests.pretrained_reference            # rewrites tests/fixtures/pretrained/
+    python -m tests.pretrained_reference --compare  # a table of segjax vs PyTorch, whole outputs
 
 Segmentation outputs are stored at every 4th pixel (the whole output is compared by the live test,
 which runs when torch is installed).
@@ -154,7 +155,35 @@ def torch_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def compare() -> None:
+    """Prints max |segjax - torch| / max |torch| over the whole output of every case."""
+    import tempfile
+
+    from segjax.models.weights import load_weights, read_state_dict, write_safetensors
+
+    print("| model | input | parameters (torch = segjax) | max abs diff / max abs torch |")
+    print("|---|---|---:|---:|")
+    for name in CASES:
+        model = torch_model(name)
+        tensors = seeded_state_dict(torch_keys(model))
+        x = seeded_input(input_shape(name))
+        expected = torch_output(model, tensors, x)
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "weights.safetensors")
+            write_safetensors(path, tensors, {})
+            variables, report = load_weights(
+                segjax_model(name), segjax_init(name), read_state_dict(path)[0], path
+            )
+        assert report.model_parameters == torch_parameters(model)
+        error = np.abs(segjax_output(name, variables) - expected).max() / np.abs(expected).max()
+        shape = "x".join(map(str, input_shape(name)))
+        print(f"| {name} | {shape} | {report.model_parameters:,} | {error:.1e} |", flush=True)
+
+
 def main() -> int:
+    if "--compare" in sys.argv[1:]:
+        compare()
+        return 0
     import torch
 
     torch.manual_seed(0)

@@ -136,7 +136,9 @@ def test_truncated_safetensors_is_refused(tmp_path):
     assert path in str(raised.value) and "\n" not in str(raised.value)
 
 
-class _WritesAFile:
+class WritesAFile:
+    """Unpickling it creates the file ``path``."""
+
     def __init__(self, path):
         self.path = path
 
@@ -150,7 +152,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "weights.pth"
     with open(path, "wb") as file:
-        pickle.dump({"conv1.weight": _WritesAFile(str(marker))}, file)
+        pickle.dump({"conv1.weight": WritesAFile(str(marker))}, file)
     with pytest.raises(WeightsFileError) as raised:
         read_state_dict(str(path))
     assert not marker.exists()

@@ -32,6 +32,15 @@ def config_with(**values):
     "values,message",
     [
         ({"log_every_steps": 0}, "log_every_steps=0 is not valid; it must be an integer >= 1"),
+        ({"model__pretrained_sha256": "abc"}, "model.pretrained_sha256='abc' is not valid"),
+        ({"model__pretrained_kind": "head"}, "model.pretrained_kind='head' is not valid"),
+        ({"model__pretrained_kind": "encoder"}, "model.pretrained_kind='encoder' without"),
+        ({"optimizer__encoder_lr_factor": -1.0}, "optimizer.encoder_lr_factor=-1.0 is not valid"),
+        ({"optimizer__freeze_encoder_steps": -2}, "optimizer.freeze_encoder_steps=-2 is not"),
+        (
+            {"model__arch": "unet_paper", "model__encoder": "", "model__pretrained": "w.pth"},
+            "model.pretrained='w.pth' needs a ResNet or GhostNet encoder",
+        ),
         ({"eval_every_steps": 0}, "eval_every_steps=0 is not valid"),
         ({"checkpoint_every_steps": 0}, "checkpoint_every_steps=0 is not valid"),
         ({"accumulation_steps": 0}, "accumulation_steps=0 is not valid"),
@@ -115,8 +124,10 @@ def test_model_options_of_the_arch_reach_the_factory():
     assert model.deep_supervision and model.decoder.prune_level == 2
     assert set(model_defaults()) == {
         "encoder_depth", "decoder_channels", "attention", "decoder_block", "dtype",
-        "deep_supervision", "prune_level", "filters", "dropout", "norm",
+        "freeze_encoder_bn", "deep_supervision", "prune_level", "filters", "dropout", "norm",
     }  # fmt: skip
+    frozen = model_from_config(config_with(model__freeze_encoder_bn=True).model, 4, 3)
+    assert frozen.freeze_encoder_bn and not model.freeze_encoder_bn
 
 
 @dataclasses.dataclass

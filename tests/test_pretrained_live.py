@@ -1,0 +1,80 @@
+"""PyTorch itself, where it is installed (``pip install -e '.[bench]'``): the same seeded weights
+through torchvision / timm / smp and through segjax give the same outputs, over the whole output;
+a model trained in segjax loads into smp strictly and gives its outputs; ``.pth`` files go through
+``torch.load(weights_only=True)`` and a malicious one runs nothing."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+smp = pytest.importorskip("segmentation_models_pytorch")
+
+from segjax.models import create_model  # noqa: E402
+from segjax.models.weights import (  # noqa: E402
+    WeightsFileError,
+    export_state_dict,
+    load_weights,
+    read_state_dict,
+    write_safetensors,
+)
+from tests import pretrained_reference as ref  # noqa: E402
+from tests.test_pretrained import WritesAFile  # noqa: E402
+
+TOLERANCE = 1e-4
+
+
+def relative_error(name: str, tmp_path) -> float:
+    model = ref.torch_model(name)
+    tensors = ref.seeded_state_dict(ref.torch_keys(model))
+    x = ref.seeded_input(ref.input_shape(name))
+    expected = ref.torch_output(model, tensors, x)
+    path = str(tmp_path / f"{name}.pth")
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()}, path)
+    loaded, _ = read_state_dict(path)  # through torch.load(weights_only=True)
+    variables, report = load_weights(ref.segjax_model(name), ref.segjax_init(name), loaded, path)
+    assert report.model_parameters == ref.torch_parameters(model)
+    got = ref.segjax_output(name, variables)
+    return float(np.abs(got - expected).max() / np.abs(expected).max())
+
+
+@pytest.mark.parametrize("name", list(ref.CASES))
+def test_whole_output_matches_pytorch(tmp_path, name):
+    assert relative_error(name, tmp_path) <= TOLERANCE
+
+
+def test_segjax_unet_exported_to_smp_gives_the_same_outputs(tmp_path):
+    model = create_model("unet", "resnet34", num_classes=3)
+    variables = jax.jit(lambda r: model.init(r, np.zeros((1, 64, 64, 3)), train=False))(
+        jax.random.key(1)
+    )
+    rng = np.random.default_rng(0)  # statistics as a trained model has them, not 0 and 1
+    variables = jax.tree.map(np.asarray, variables)
+    variables["batch_stats"] = jax.tree.map(
+        lambda s: rng.uniform(0.5, 2.0, s.shape).astype(np.float32), variables["batch_stats"]
+    )
+    tensors, layout = export_state_dict(model, variables)
+    path = str(tmp_path / "unet_resnet34.safetensors")
+    write_safetensors(path, tensors, {"format": "pt"})
+    net = smp.Unet("resnet34", encoder_weights=None, classes=3).eval()
+    from safetensors.torch import load_file
+
+    net.load_state_dict(load_file(path), strict=True)
+    x = ref.seeded_input(ref.SEGMENTATION_INPUT)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    got = np.asarray(model.apply(variables, x.transpose(0, 2, 3, 1), train=False))
+    got = got.transpose(0, 3, 1, 2)
+    assert layout == "smp"
+    assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
+
+
+def test_malicious_torch_save_file_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = str(tmp_path / "weights.pth")
+    torch.save({"conv1.weight": WritesAFile(str(marker))}, path)  # a real zip-format .pth
+    with pytest.raises(WeightsFileError, match="refused by torch.load\\(weights_only=True\\)"):
+        read_state_dict(path)
+    assert not marker.exists() and os.path.exists(path)
