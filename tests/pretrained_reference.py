@@ -35,15 +35,17 @@ CLASSIFIERS = (
     "ghostnet_130",
 )
 SMP_ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
-# name -> (arch, encoder, classes); arch 'classifier' is the encoder's ImageNet classifier.
+# name -> (arch, encoder, classes, decoder attention); arch 'classifier' is the encoder's
+# ImageNet classifier.
 CASES = {
-    **{name: ("classifier", name, 1000) for name in CLASSIFIERS},
+    **{name: ("classifier", name, 1000, "") for name in CLASSIFIERS},
     **{
-        f"smp_{arch}_{encoder}_c{classes}": (arch, encoder, classes)
+        f"smp_{arch}_{encoder}_c{classes}": (arch, encoder, classes, "")
         for arch in SMP_ARCHS
         for encoder in ("resnet18", "resnet34")
         for classes in (1, 3)
     },
+    **{f"smp_{arch}_resnet18_scse_c2": (arch, "resnet18", 2, "scse") for arch in SMP_ARCHS},
 }
 
 
@@ -91,10 +93,10 @@ def subsample(output: np.ndarray) -> np.ndarray:
 def segjax_model(name: str):
     from segjax.models import create_classifier, create_model
 
-    arch, encoder, classes = CASES[name]
+    arch, encoder, classes, attention = CASES[name]
     if arch == "classifier":
         return create_classifier(encoder, classes)
-    return create_model(arch, encoder, num_classes=classes)
+    return create_model(arch, encoder, num_classes=classes, attention=attention or None)
 
 
 def segjax_output(name: str, variables: dict) -> np.ndarray:
@@ -118,6 +120,18 @@ def segjax_init(name: str) -> dict:
     return jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
 
 
+def never_run_parameters(name: str) -> int:
+    """Parameters PyTorch's model has but never runs (smp's scSE before its last, skipless
+    block), which segjax does not build: torch's count = segjax's + these."""
+    from segjax.models.weights.transfer import abstract_variables, smp_unused_attention
+
+    if CASES[name][0] == "classifier":
+        return 0
+    model = segjax_model(name)
+    shapes = smp_unused_attention(model, abstract_variables(model, input_shape(name)[1]))
+    return sum(int(np.prod(shape)) for shape in shapes.values())
+
+
 # --- PyTorch side (the bench extra) ---
 
 
@@ -125,14 +139,16 @@ def torch_model(name: str):
     import timm
     import torchvision
 
-    arch, encoder, classes = CASES[name]
+    arch, encoder, classes, attention = CASES[name]
     if arch == "classifier":
         if encoder.startswith("resnet"):
             return getattr(torchvision.models, encoder)(weights=None).eval()
         return timm.create_model(encoder, pretrained=False).eval()
     import segmentation_models_pytorch as smp
 
-    model = getattr(smp, SMP_ARCHS[arch])(encoder, encoder_weights=None, classes=classes)
+    model = getattr(smp, SMP_ARCHS[arch])(
+        encoder, encoder_weights=None, classes=classes, decoder_attention_type=attention or None
+    )
     return model.eval()
 
 
@@ -161,7 +177,7 @@ def compare() -> None:
 
     from segjax.models.weights import load_weights, read_state_dict, write_safetensors
 
-    print("| model | input | parameters (torch = segjax) | max abs diff / max abs torch |")
+    print("| model | input | parameters (segjax = torch) | max abs diff / max abs torch |")
     print("|---|---|---:|---:|")
     for name in CASES:
         model = torch_model(name)
@@ -174,7 +190,7 @@ def compare() -> None:
             variables, report = load_weights(
                 segjax_model(name), segjax_init(name), read_state_dict(path)[0], path
             )
-        assert report.model_parameters == torch_parameters(model)
+        assert report.model_parameters + never_run_parameters(name) == torch_parameters(model)
         error = np.abs(segjax_output(name, variables) - expected).max() / np.abs(expected).max()
         shape = "x".join(map(str, input_shape(name)))
         print(f"| {name} | {shape} | {report.model_parameters:,} | {error:.1e} |", flush=True)

@@ -23,6 +23,7 @@ from segjax.models.weights import (
     read_state_dict,
     write_safetensors,
 )
+from segjax.models.weights.transfer import smp_unused_attention
 from tests import pretrained_reference as ref
 from tests.cli_utils import assert_one_error_line, run
 
@@ -46,7 +47,8 @@ def import_case(tmp_path, name: str):
 
 def check_parity(tmp_path, name: str) -> None:
     variables, report = import_case(tmp_path, name)
-    assert report.model_parameters == FIXTURES[name]["parameters"]  # torch's count
+    torch_count = FIXTURES[name]["parameters"]
+    assert report.model_parameters + ref.never_run_parameters(name) == torch_count
     assert report.parameters == report.model_parameters  # every parameter came from the file
     expected = np.load(os.path.join(ref.FIXTURES, f"{name}.npy"))
     got = ref.subsample(ref.segjax_output(name, variables))
@@ -222,7 +224,15 @@ def test_one_channel_model_from_an_rgb_file(tmp_path):
     assert np.allclose(kernel[:, :, 0], tensors["conv1.weight"].sum(axis=1).transpose(1, 2, 0))
 
 
-@pytest.mark.parametrize("name", ["smp_unetpp_resnet18_c3", "ghostnet_050", "smp_unet_resnet34_c1"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "smp_unetpp_resnet18_c3",
+        "smp_unetpp_resnet18_scse_c2",
+        "ghostnet_050",
+        "smp_unet_resnet34_c1",
+    ],
+)
 def test_export_gives_pytorchs_keys_and_round_trips(tmp_path, name):
     variables, _ = import_case(tmp_path, name)
     tensors, layout = export_state_dict(ref.segjax_model(name), variables)
@@ -233,8 +243,12 @@ def test_export_gives_pytorchs_keys_and_round_trips(tmp_path, name):
         for k, s, d in sorted(FIXTURES[name]["keys"], key=lambda e: list(tensors).index(e[0]))
     ]
     original = ref.seeded_state_dict(FIXTURES[name]["keys"])
+    model = ref.segjax_model(name)
+    never_run = smp_unused_attention(model, variables) if layout == "smp" else {}
     for key, value in tensors.items():
-        if not key.endswith("num_batches_tracked"):
+        if key in never_run:  # smp builds them and never runs them; exported as zeros
+            assert not value.any()
+        elif not key.endswith("num_batches_tracked"):
             assert np.array_equal(value, original[key]), key
     path = str(tmp_path / "out.safetensors")
     write_safetensors(path, tensors, {})

@@ -9,6 +9,7 @@ is installed; without it the error says how to convert the file. Nothing here ca
 
 import hashlib
 import os
+import warnings
 
 import numpy as np
 
@@ -75,11 +76,12 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
             f"weights_only=True) and torch is not installed; {CONVERT_HINT}"
         ) from None
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about the pickle protocol: the error says it all
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types; all mean "refused"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsFileError(
-            f"{path}: refused by torch.load(weights_only=True): {first} (segjax never "
+            f"{path}: refused by torch.load(weights_only=True): {_reason(error)} (segjax never "
             "unpickles code; if you trust the file, convert it to safetensors yourself)"
         ) from None
     for key in _NESTED:
@@ -94,6 +96,15 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
         else value.detach().numpy()
         for key, value in loaded.items()
     }
+
+
+def _reason(error: Exception) -> str:
+    """The line of torch's multi-line refusal that says what was refused."""
+    text = " ".join(str(error).split())
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        return text.split(marker, 1)[1].split(" Check the documentation")[0].strip()
+    return text[:300] or type(error).__name__
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:

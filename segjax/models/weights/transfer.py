@@ -39,7 +39,8 @@ class Entry:
     path: tuple[str, ...]  # ('params', 'encoder', 'conv1', 'kernel')
     key: str  # 'conv1.weight'
     shape: tuple[int, ...]  # segjax's
-    permutation: np.ndarray | None = None  # of a kernel's input channels (segjax <- torch)
+    permutation: np.ndarray | None = None  # of the channels along ``axis`` (segjax <- torch)
+    axis: int = 2  # of the segjax array: a kernel's inputs (2) or outputs (3), a bias (0)
 
     @property
     def torch_shape(self) -> tuple[int, ...]:
@@ -55,13 +56,13 @@ class Entry:
         elif array.ndim == 2:
             array = array.T
         if self.permutation is not None:
-            array = array[:, :, self.permutation]
+            array = np.take(array, self.permutation, axis=self.axis)
         return np.ascontiguousarray(array)
 
     def to_torch(self, array: Any) -> np.ndarray:
         array = np.asarray(array, np.float32)
         if self.permutation is not None:
-            array = array[:, :, np.argsort(self.permutation)]
+            array = np.take(array, np.argsort(self.permutation), axis=self.axis)
         if array.ndim == 4:
             array = array.transpose(3, 2, 0, 1)
         elif array.ndim == 2:
@@ -102,7 +103,8 @@ def _abbreviate(keys: list[str]) -> str:
     prefixes = []
     for key in keys:
         parts = key.split(".")
-        prefix = ".".join(parts[: 2 if parts[0] in ("encoder", "decoder", "blocks") else 1])
+        depth = {"decoder": 3, "encoder": 2, "blocks": 2}.get(parts[0], 1)
+        prefix = ".".join(parts[:depth])
         if prefix + ".*" not in prefixes:
             prefixes.append(prefix + ".*")
     return ", ".join(prefixes)
@@ -151,22 +153,46 @@ def plan(model: nn.Module, variables: dict, scope: str = "model") -> list[Entry]
             name = layouts.encoder_module(family, modules[1:])
         else:
             name = layouts.smp_module(modules, num_skip_levels)
-        permutation = None
-        if not classifier and scope == "model" and leaf == "kernel" and modules[-1] == "conv1":
-            skip = flat.get(
-                ("params", "decoder", re.sub(r"_\d+$", "_1", modules[1]), "unit", "conv2", "kernel")
-            )
-            if skip is not None:
-                permutation = layouts.unetpp_skip_permutation(
-                    modules[1], value.shape[2], skip.shape[-1]
-                )
+        permutation, axis = None, 2
+        if not classifier and scope == "model":
+            permutation, axis = _concat_order(flat, modules, leaf)
         entries.append(
-            Entry(path, f"{name}.{layouts.LEAF_NAMES[leaf]}", tuple(value.shape), permutation)
+            Entry(
+                path,
+                f"{name}.{layouts.LEAF_NAMES[leaf]}",
+                tuple(value.shape),
+                permutation,
+                axis,
+            )
         )
     keys = [entry.key for entry in entries]
     if len(set(keys)) != len(keys):
         raise layouts.NoTorchEquivalent("two variables map to one PyTorch tensor")
     return entries
+
+
+# The axis that runs over a U-Net++ node's concatenated input, in the variables that see it.
+_CONCAT_AXES = {
+    ("unit", "conv1", "kernel"): 2,
+    ("attention1", "cse_reduce", "kernel"): 2,
+    ("attention1", "cse_expand", "kernel"): 3,
+    ("attention1", "cse_expand", "bias"): 0,
+    ("attention1", "sse", "kernel"): 2,
+}
+
+
+def _concat_order(flat: dict, modules: tuple[str, ...], leaf: str) -> tuple[np.ndarray | None, int]:
+    """(permutation, axis) for a variable of U-Net++ node ``x_{i}_{j}`` that sees its concat
+    (the unit's first conv and the scSE around the concat), else (None, 2)."""
+    axis = _CONCAT_AXES.get((*modules[2:], leaf))
+    if len(modules) < 2 or axis is None or not re.fullmatch(r"x_\d+_\d+", modules[1]):
+        return None, 2
+    node = ("params", "decoder", modules[1], "unit")
+    first = flat[(*node, "conv1", "kernel")]
+    skip = flat[
+        ("params", "decoder", re.sub(r"_\d+$", "_1", modules[1]), "unit", "conv2", "kernel")
+    ]
+    return layouts.unetpp_skip_permutation(modules[1], first.shape[2], skip.shape[-1]), axis
 
 
 def _check_smp_compatible(model: SegmentationModel, family: str) -> None:
@@ -249,6 +275,8 @@ def load_weights(
         if layout == "smp":
             prefix = "encoder."
             tolerated |= {k for k in tensors if k.startswith(("decoder.", "segmentation_head."))}
+    if scope == "model" and layout == "smp":
+        tolerated |= set(smp_unused_attention(model, variables))
     if classifier and not head:
         head_keys = {e.key for e in entries if e.key.startswith(layouts.HEAD_PREFIXES[family])}
         entries = [e for e in entries if e.key not in head_keys]
@@ -380,7 +408,40 @@ def export_state_dict(
         tensors[key] = entry.to_torch(flat[entry.path])
         if key.endswith(".running_var"):
             tensors[key.replace(".running_var", ".num_batches_tracked")] = np.array(0, np.int64)
+    if layout == "smp":
+        for key, shape in smp_unused_attention(model, variables).items():
+            tensors[key] = np.zeros(shape, np.float32)
     return tensors, layout
+
+
+def smp_unused_attention(model: SegmentationModel, variables: dict) -> dict[str, tuple]:
+    """{key: shape} of the scSE module smp builds before the concat of its last block, which has
+    no skip, so the module never runs (segjax does not build it): ignored on import, zeros on
+    export, so that ``load_state_dict(strict=True)`` finds every key."""
+    flat = _flat(variables)
+    if not any("attention1" in path for path in flat):
+        return {}
+    levels = len(model.encoder.channels) - 1
+    block = (
+        f"block{levels}"
+        if ("params", "decoder", "block0") in {p[:3] for p in flat}
+        else (f"final_{levels}")
+    )
+    kernel = flat.get(("params", "decoder", block, "unit", "conv1", "kernel"))
+    if kernel is None:
+        return {}
+    name = layouts.smp_module(("decoder", block, "unit", "conv1"), levels).removesuffix(".conv1.0")
+    channels = kernel.shape[2]
+    reduced = channels // 16  # smp's SCSEModule(in_channels, reduction=16)
+    prefix = f"{name}.attention1.attention"
+    return {
+        f"{prefix}.cSE.1.weight": (reduced, channels, 1, 1),
+        f"{prefix}.cSE.1.bias": (reduced,),
+        f"{prefix}.cSE.3.weight": (channels, reduced, 1, 1),
+        f"{prefix}.cSE.3.bias": (channels,),
+        f"{prefix}.sSE.0.weight": (1, channels, 1, 1),
+        f"{prefix}.sSE.0.bias": (1,),
+    }
 
 
 SEGJAX_FORMAT = "segjax"
