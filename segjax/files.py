@@ -18,9 +18,9 @@ def read_json(path: str, error: type[Exception]):
         raise error(f"{path}: not readable JSON ({problem})") from None
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str | bytes) -> None:
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as f:
+    with open(temporary, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

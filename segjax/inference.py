@@ -1,0 +1,143 @@
+"""Class probabilities of a trained run for images of any size: whole, or by overlapping tiles
+(``segjax.tiling``), optionally averaged over flips (test-time augmentation).
+
+Preprocessing comes from the run's config.json (channels, mean/std, and ``data.eval_size``: a run
+evaluated at a fixed size predicts at that size, its probabilities resized back bilinearly) and
+its dataset (class names), never re-typed. Inputs are zero-padded at the bottom and right to the
+model's size multiple before the jitted forward pass, exactly as the model would pad them itself,
+so images of similar sizes share one compilation.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from segjax.data.augment import normalize
+from segjax.losses import probabilities
+from segjax.tiling import predict_tiled
+
+TTA_MODES = ("", "flips")
+# (axes flipped) of each test-time augmentation; each is its own inverse.
+_FLIPS = ((), (1,), (0,), (0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A restored run ready to predict: ``probabilities(images)`` maps normalised (B, H, W,
+    channels) float32 images to (B, H, W, classes) probabilities."""
+
+    probabilities: Callable[[np.ndarray], np.ndarray]
+    class_names: tuple[str, ...]
+    channels: int
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    multiple: int  # inputs are padded to a multiple of this
+    step: int
+    eval_size: tuple[int, int] | None = None  # (height, width) the run evaluates at
+
+
+def head_probabilities(outputs, mode: str) -> jax.Array:
+    """Probabilities of a model's output; deep supervision as ``metrics.predict`` combines it
+    ('accurate': the mean over heads, 'fast': the last head)."""
+    if isinstance(outputs, list | tuple):
+        if mode == "fast":
+            return probabilities(outputs[-1])
+        return sum(probabilities(h) for h in outputs) / len(outputs)
+    return probabilities(outputs)
+
+
+def load_predictor(workdir: str, which: str = "best") -> Predictor:
+    from segjax.trainer import restore_for_evaluation
+
+    run, state, step = restore_for_evaluation(workdir, which)
+    model, mode, variables = run.model, run.config.deep_supervision_mode, state.variables
+    forward = jax.jit(lambda v, x: head_probabilities(model.apply(v, x, train=False), mode))
+    data = run.config.data
+    return Predictor(
+        probabilities=lambda images: np.asarray(forward(variables, jnp.asarray(images))),
+        class_names=tuple(run.dataset.class_names),
+        channels=int(run.input_shape[-1]),
+        mean=tuple(data.mean) or None,
+        std=tuple(data.std) or None,
+        multiple=int(model.pad_multiple or model.encoder.strides[-1]),
+        step=step,
+        eval_size=tuple(data.eval_size) or None,
+    )
+
+
+def padded(predict: Callable[[np.ndarray], np.ndarray], multiple: int):
+    """``predict`` on inputs zero-padded to ``multiple`` at the bottom and right, cropped back."""
+
+    def run(images: np.ndarray) -> np.ndarray:
+        height, width = images.shape[1:3]
+        pad = ((0, 0), (0, -height % multiple), (0, -width % multiple), (0, 0))
+        return predict(np.pad(images, pad))[:, :height, :width]
+
+    return run
+
+
+def with_flips(predict: Callable[[np.ndarray], np.ndarray]):
+    """The mean of ``predict`` over the image and its horizontal, vertical and double flips."""
+
+    def run(images: np.ndarray) -> np.ndarray:
+        total = 0.0
+        for axes in _FLIPS:
+            spatial = tuple(a + 1 for a in axes)
+            flipped = np.flip(images, spatial) if axes else images
+            out = predict(np.ascontiguousarray(flipped))
+            total = total + (np.flip(out, spatial) if axes else out)
+        return total / len(_FLIPS)
+
+    return run
+
+
+def predict_probabilities(
+    predictor: Predictor,
+    image: np.ndarray,
+    tile: int = 0,
+    overlap: int = 64,
+    tta: str = "",
+    batch: int = 1,
+) -> np.ndarray:
+    """(H, W, classes) probabilities of a uint8 (H, W, channels) image: whole, or by tiles of
+    ``tile`` pixels overlapping by ``overlap`` when the image is larger than a tile."""
+    size = image.shape[:2]
+    if predictor.eval_size and tuple(predictor.eval_size) != size:
+        height, width = predictor.eval_size
+        resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image)
+        resized = np.asarray(resized.resize((width, height), Image.Resampling.BILINEAR))
+        probs = predict_probabilities(
+            dataclasses.replace(predictor, eval_size=None),
+            resized.reshape(height, width, -1),
+            tile,
+            overlap,
+            tta,
+            batch,
+        )
+        return resize_probabilities(probs, size)
+    x = normalize(image, predictor.mean, predictor.std)
+    predict = padded(predictor.probabilities, predictor.multiple)
+    if tta == "flips":
+        predict = with_flips(predict)
+    elif tta:
+        raise ValueError(f"tta={tta!r}: choose one of {list(TTA_MODES)}")
+    if tile and max(x.shape[:2]) > tile:
+        return predict_tiled(predict, x, tile, overlap, batch)
+    return predict(x[None])[0]
+
+
+def resize_probabilities(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) probabilities resized bilinearly to ``size`` (each pixel stays a convex
+    combination of probability vectors, so it still sums to 1)."""
+    height, width = size
+    channels = [
+        np.asarray(
+            Image.fromarray(probs[..., c]).resize((width, height), Image.Resampling.BILINEAR)
+        )
+        for c in range(probs.shape[-1])
+    ]
+    return np.stack(channels, axis=-1)

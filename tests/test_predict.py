@@ -1,0 +1,160 @@
+"""segjax.predict: tiles blended without seams, masks that score as segjax.evaluate scores, and
+unreadable inputs named and skipped."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segjax import metrics as metrics_lib
+from segjax.tiling import predict_tiled, tile_starts, tiles
+from tests.cli_utils import assert_one_error_line, run, train_command
+
+
+def test_tile_starts_cover_the_axis_and_end_flush():
+    assert tile_starts(100, 128, 32) == [0]
+    assert tile_starts(300, 128, 32) == [0, 96, 172]
+    for length in (129, 200, 513, 1000):
+        starts = tile_starts(length, 128, 16)
+        assert starts[0] == 0 and starts[-1] == length - 128
+        assert all(b - a <= 128 - 16 for a, b in zip(starts, starts[1:], strict=False))
+    with pytest.raises(ValueError, match="overlap=128 must be in"):
+        tile_starts(300, 128, 128)
+
+
+def test_blend_of_a_pointwise_model_is_its_whole_image_output():
+    """Every pixel's weights are positive and normalised: a model that sees one pixel at a time
+    gives exactly its whole-image output, whatever the tiling."""
+    image = np.random.default_rng(0).random((301, 457, 3)).astype(np.float32)
+
+    def pointwise(x):
+        return np.concatenate([x, np.sin(x)], axis=-1)
+
+    for tile, overlap, batch in ((128, 32, 3), (100, 0, 1), (512, 64, 2)):
+        out = predict_tiled(pointwise, image, tile, overlap, batch)
+        assert np.abs(out - pointwise(image[None])[0]).max() < 1e-6
+    coverage = np.zeros(image.shape[:2])
+    for top, left, window in tiles(301, 457, 128, 32):
+        coverage[top : top + window.shape[0], left : left + window.shape[1]] += window
+    assert coverage.min() > 0.99  # no pixel left to a tile's faded edge alone
+
+
+@pytest.fixture(scope="module")
+def trained(tfds_dir, shapes_small, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("predict") / "run"
+    # Evaluated at full resolution (the smoke variant evaluates at 32x32, which predict follows).
+    result = run(
+        train_command(tfds_dir, workdir, "--config.total_steps=12", "--config.data.eval_size=()")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_masks_score_as_evaluate_scores(trained, shapes_small):
+    from segjax.inference import load_predictor, predict_probabilities
+
+    evaluated = run(
+        [
+            sys.executable,
+            "-m",
+            "segjax.evaluate",
+            "--workdir",
+            str(trained),
+            "--split",
+            "test",
+            "--num_images",
+            "0",
+        ]
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((trained / "eval_test.json").read_text())
+    predictor = load_predictor(str(trained), "best")
+    assert predictor.step == report["step"]
+    source = shapes_small.split("test")
+    confusion = 0
+    for index in range(len(source)):
+        example = source[index]
+        mask = np.argmax(predict_probabilities(predictor, example["image"]), axis=-1)
+        confusion = confusion + np.asarray(
+            metrics_lib.per_image_confusion(
+                mask[None],
+                example["mask"][None].astype(np.int32),
+                np.ones((1, *mask.shape), bool),
+                shapes_small.num_classes,
+            )
+        ).sum(axis=0)
+    results = metrics_lib.summarize(confusion, list(shapes_small.class_names))
+    assert abs(results["miou"] - report["miou"]) <= 1e-6
+
+
+@pytest.mark.slow
+def test_tiles_blend_without_seams(trained, shapes_small):
+    from segjax.inference import load_predictor, predict_probabilities
+
+    predictor = load_predictor(str(trained), "latest")
+    # A large image made of the test images, so that the model sees what it was trained on.
+    source = shapes_small.split("test")
+    rows = [
+        np.concatenate([source[r * 4 + c]["image"] for c in range(4)], axis=1) for r in range(3)
+    ]
+    image = np.concatenate(rows, axis=0)  # 192 x 256
+    whole = predict_probabilities(predictor, image)
+    tiled = predict_probabilities(predictor, image, tile=128, overlap=48, batch=4)
+    # Tiles see less context than the whole image, so a few uncertain pixels change class ...
+    assert (whole.argmax(-1) == tiled.argmax(-1)).mean() > 0.9
+    # ... but nowhere abruptly: across every tile edge (tiles at rows 0, 64 and columns 0, 80,
+    # 128) the tiled probabilities change no more than the whole-image ones do there.
+    for axis, edges in ((0, (64, 128)), (1, (80, 128, 208))):
+        for edge in edges:
+
+            def jump(probs, edge=edge, axis=axis):
+                after = np.take(probs, edge, axis=axis)
+                before = np.take(probs, edge - 1, axis=axis)
+                return np.abs(after - before).sum(-1).mean()
+
+            assert jump(tiled) <= 1.5 * jump(whole) + 0.02, (axis, edge)
+
+
+@pytest.mark.slow
+def test_command_writes_masks_and_names_the_unreadable_file(trained, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(inputs / "a.png")
+    Image.fromarray(rng.integers(0, 255, (150, 130), dtype=np.uint8)).save(inputs / "b.jpg")
+    (inputs / "c.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "segjax.predict",
+            "--workdir",
+            str(trained),
+            "--input",
+            str(inputs),
+            "--output",
+            str(out),
+            "--tile",
+            "64",
+            "--overlap",
+            "16",
+            "--save",
+            "probs,overlay",
+            "--tta",
+            "flips",
+        ]
+    )
+    assert_one_error_line(result, 1, "1 of 3 images could not be read", str(inputs / "c.png"))
+    assert "predicted 2 of 3 images" in result.stdout and "ETA" in result.stdout
+    a = np.asarray(Image.open(out / "a.png"))
+    assert a.shape == (70, 90) and a.dtype == np.uint8 and a.max() < 4  # 4 classes
+    assert np.asarray(Image.open(out / "b.png")).shape == (150, 130)
+    probs = np.load(out / "b_probs.npy")
+    assert probs.shape == (150, 130, 4) and probs.dtype == np.float16
+    assert np.allclose(probs.astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    assert np.asarray(Image.open(out / "a_overlay.png")).shape == (70, 90, 3)
+    assert not (out / "c.png").exists()
