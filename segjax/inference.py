@@ -50,21 +50,53 @@ def head_probabilities(outputs, mode: str) -> jax.Array:
     return probabilities(outputs)
 
 
-def load_predictor(workdir: str, which: str = "best") -> Predictor:
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A trained run's model, weights and preprocessing, as export and predict need them."""
+
+    model: object
+    variables: dict
+    config: object
+    class_names: tuple[str, ...]
+    channels: int
+    multiple: int
+    step: int
+
+
+def restore(workdir: str, which: str = "best") -> Restored:
     from segjax.trainer import restore_for_evaluation
 
     run, state, step = restore_for_evaluation(workdir, which)
-    model, mode, variables = run.model, run.config.deep_supervision_mode, state.variables
-    forward = jax.jit(lambda v, x: head_probabilities(model.apply(v, x, train=False), mode))
-    data = run.config.data
-    return Predictor(
-        probabilities=lambda images: np.asarray(forward(variables, jnp.asarray(images))),
+    model = run.model
+    return Restored(
+        model=model,
+        variables=state.variables,
+        config=run.config,
         class_names=tuple(run.dataset.class_names),
         channels=int(run.input_shape[-1]),
-        mean=tuple(data.mean) or None,
-        std=tuple(data.std) or None,
         multiple=int(model.pad_multiple or model.encoder.strides[-1]),
         step=step,
+    )
+
+
+def inference_function(restored: Restored):
+    """images (B, H, W, channels) -> probabilities (B, H, W, classes), jittable."""
+    model, mode = restored.model, restored.config.deep_supervision_mode
+    return lambda variables, x: head_probabilities(model.apply(variables, x, train=False), mode)
+
+
+def load_predictor(workdir: str, which: str = "best") -> Predictor:
+    restored = restore(workdir, which)
+    forward = jax.jit(inference_function(restored))
+    data = restored.config.data
+    return Predictor(
+        probabilities=lambda images: np.asarray(forward(restored.variables, jnp.asarray(images))),
+        class_names=restored.class_names,
+        channels=restored.channels,
+        mean=tuple(data.mean) or None,
+        std=tuple(data.std) or None,
+        multiple=restored.multiple,
+        step=restored.step,
         eval_size=tuple(data.eval_size) or None,
     )
 

@@ -1,6 +1,7 @@
 """segjax.predict: tiles blended without seams, masks that score as segjax.evaluate scores, and
 unreadable inputs named and skipped."""
 
+import importlib.util
 import json
 import sys
 
@@ -158,3 +159,72 @@ def test_command_writes_masks_and_names_the_unreadable_file(trained, tmp_path):
     assert np.allclose(probs.astype(np.float32).sum(-1), 1.0, atol=1e-2)
     assert np.asarray(Image.open(out / "a_overlay.png")).shape == (70, 90, 3)
     assert not (out / "c.png").exists()
+
+
+RUN_STABLEHLO = (
+    "import sys, numpy as np; from segjax.export import load_stablehlo; "
+    "np.save(sys.argv[3], np.asarray(load_stablehlo(sys.argv[1])(np.load(sys.argv[2]))))"
+)
+
+
+def export_command(workdir, fmt, output, *extra):
+    return [sys.executable, "-m", "segjax.export", "--workdir", str(workdir), "--format", fmt,
+            "--output", str(output), "--checkpoint", "latest", *extra]  # fmt: skip
+
+
+def jax_logits(workdir, layout="nhwc"):
+    import jax
+
+    from segjax.export import export_function
+    from segjax.inference import restore
+
+    restored = restore(str(workdir), "latest")
+    return restored, jax.jit(export_function(restored, layout))
+
+
+@pytest.mark.slow
+def test_stablehlo_artifact_gives_the_jax_logits_in_a_fresh_process(trained, tmp_path):
+    artifact = tmp_path / "model.stablehlo"
+    result = run(export_command(trained, "stablehlo", artifact))
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((tmp_path / "model.stablehlo.json").read_text())
+    assert info["input"]["shape"] == ["batch", "8*h", "8*w", 3] and info["input"]["multiple"] == 8
+    assert info["output"]["classes"] == ["background", "ellipse", "rectangle", "triangle"]
+    assert info["input"]["mean"] == [0.485, 0.456, 0.406] and info["output"]["meaning"] == "logits"
+    _, forward = jax_logits(trained)
+    rng = np.random.default_rng(0)
+    for shape in ((1, 64, 96, 3), (3, 40, 24, 3)):  # any batch, any multiple of 8
+        x = rng.normal(size=shape).astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        loaded = run(
+            [
+                sys.executable,
+                "-c",
+                RUN_STABLEHLO,
+                str(artifact),
+                str(tmp_path / "x.npy"),
+                str(tmp_path / "y.npy"),
+            ]
+        )
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        assert np.abs(np.load(tmp_path / "y.npy") - np.asarray(forward(x))).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_jax(trained, tmp_path):
+    # Not imported here: jax2onnx patches flax while it converts, in the export's own process.
+    if importlib.util.find_spec("jax2onnx") is None:
+        pytest.skip("the deploy extra is not installed: pip install -e '.[deploy]'")
+    ort = pytest.importorskip("onnxruntime")
+    _, forward = jax_logits(trained)
+    rng = np.random.default_rng(0)
+    for size in ((32, 48), (64, 64)):
+        model = tmp_path / f"model_{size[0]}x{size[1]}.onnx"
+        result = run(export_command(trained, "onnx", model, "--size", f"{size[0]}x{size[1]}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        session = ort.InferenceSession(str(model))
+        for batch in (1, 3):
+            x = rng.normal(size=(batch, *size, 3)).astype(np.float32)
+            got = session.run(None, {session.get_inputs()[0].name: x})[0]
+            expected = np.asarray(forward(x))
+            assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
