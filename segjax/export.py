@@ -93,6 +93,7 @@ def sidecar(restored: Restored, fmt: str, layout: str, workdir: str, size=None) 
             "classes": list(restored.class_names),
             "prediction": "argmax over the class axis",
         },
+        "eval_size": list(config.data.eval_size),  # [] or the size the run predicts at
         "model": {
             "arch": config.model.arch,
             "encoder": config.model.encoder,

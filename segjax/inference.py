@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from segjax.data.augment import normalize
+from segjax.errors import UserError
 from segjax.losses import probabilities
 from segjax.tiling import predict_tiled
 
@@ -38,6 +39,7 @@ class Predictor:
     multiple: int  # inputs are padded to a multiple of this
     step: int
     eval_size: tuple[int, int] | None = None  # (height, width) the run evaluates at
+    fixed_size: tuple[int, int] | None = None  # an exported model's only input size
 
 
 def head_probabilities(outputs, mode: str) -> jax.Array:
@@ -101,12 +103,21 @@ def load_predictor(workdir: str, which: str = "best") -> Predictor:
     )
 
 
-def padded(predict: Callable[[np.ndarray], np.ndarray], multiple: int):
-    """``predict`` on inputs zero-padded to ``multiple`` at the bottom and right, cropped back."""
+def padded(
+    predict: Callable[[np.ndarray], np.ndarray],
+    multiple: int,
+    fixed_size: tuple[int, int] | None = None,
+):
+    """``predict`` on inputs zero-padded at the bottom and right to ``multiple`` (or to
+    ``fixed_size``), cropped back."""
 
     def run(images: np.ndarray) -> np.ndarray:
         height, width = images.shape[1:3]
-        pad = ((0, 0), (0, -height % multiple), (0, -width % multiple), (0, 0))
+        if fixed_size:
+            target = fixed_size
+        else:
+            target = (height + -height % multiple, width + -width % multiple)
+        pad = ((0, 0), (0, target[0] - height), (0, target[1] - width), (0, 0))
         return predict(np.pad(images, pad))[:, :height, :width]
 
     return run
@@ -152,7 +163,9 @@ def predict_probabilities(
         )
         return resize_probabilities(probs, size)
     x = normalize(image, predictor.mean, predictor.std)
-    predict = padded(predictor.probabilities, predictor.multiple)
+    predict = padded(predictor.probabilities, predictor.multiple, predictor.fixed_size)
+    if predictor.fixed_size:  # an exported model of one size: tiles of (at most) that size
+        tile = min(tile, *predictor.fixed_size) if tile else min(predictor.fixed_size)
     if tta == "flips":
         predict = with_flips(predict)
     elif tta:
@@ -173,3 +186,63 @@ def resize_probabilities(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray
         for c in range(probs.shape[-1])
     ]
     return np.stack(channels, axis=-1)
+
+
+def load_exported(path: str) -> Predictor:
+    """A ``Predictor`` for a file written by ``segjax.export`` (ONNX through onnxruntime, or
+    StableHLO), its preprocessing from the sidecar ``path.json``: no workdir, no dataset."""
+    import json
+
+    sidecar = f"{path}.json"
+    try:
+        with open(sidecar) as file:
+            info = json.load(file)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{sidecar}: the export's sidecar is not readable ({error})") from None
+    inputs, outputs = info["input"], info["output"]
+    nchw = inputs["layout"] == "nchw"
+    if info["format"] == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError(
+                f"{path}: running ONNX needs onnxruntime: pip install -e '.[deploy]'"
+            ) from None
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def raw(x):
+            return session.run(None, {name: x})[0]
+
+        spatial = inputs["shape"][2:] if nchw else inputs["shape"][1:3]
+        fixed = (int(spatial[0]), int(spatial[1]))
+    else:
+        from segjax.export import load_stablehlo
+
+        call = load_stablehlo(path)
+
+        def raw(x):
+            return np.asarray(call(x))
+
+        fixed = None
+
+    def probabilities_of(images: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2) if nchw else images, np.float32)
+        out = raw(x)
+        out = out.transpose(0, 2, 3, 1) if nchw else out
+        if outputs["meaning"] == "log_probabilities":
+            return np.exp(out)
+        out = out - out.max(axis=-1, keepdims=True)
+        return np.exp(out) / np.exp(out).sum(axis=-1, keepdims=True)
+
+    return Predictor(
+        probabilities=probabilities_of,
+        class_names=tuple(outputs["classes"]),
+        channels=int(inputs["channels"]),
+        mean=tuple(inputs["mean"]),
+        std=tuple(inputs["std"]),
+        multiple=int(inputs["multiple"]),
+        step=int(info["model"]["step"]),
+        eval_size=tuple(info.get("eval_size") or ()) or None,
+        fixed_size=fixed,
+    )

@@ -9,7 +9,9 @@ class ids, or 0/255 for a two-class (binary) run; ``--save overlay`` adds ``<ste
 (the image with the prediction's colours over it) and ``--save probs`` ``<stem>_probs.npy``
 (float16, H x W x classes). Images larger than ``--tile`` are predicted by overlapping tiles
 blended with a smooth window. An image that cannot be read is named, skipped, and the others are
-written; the exit status is then 1.
+written; the exit status is then 1. ``--model FILE`` (from ``segjax.export``) predicts without
+the workdir: ONNX through onnxruntime (by tiles of its input size), or StableHLO, its
+preprocessing from ``FILE.json``.
 """
 
 import glob
@@ -26,7 +28,7 @@ from segjax.data.errors import DataError
 from segjax.data.folder import IMAGE_SUFFIXES, load_image
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
-from segjax.inference import TTA_MODES, load_predictor, predict_probabilities
+from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
 from segjax.reporting import format_duration
 from segjax.visualize import colourise
 
@@ -34,7 +36,10 @@ SAVES = ("probs", "overlay")
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "the trained run's directory")
+    flags.DEFINE_string("workdir", None, "the trained run's directory (or --model)")
+    flags.DEFINE_string(
+        "model", None, "instead of --workdir: a file from segjax.export (.onnx or .stablehlo)"
+    )
     flags.DEFINE_string("input", None, "an image, a directory of images, or a quoted glob")
     flags.DEFINE_string("output", None, "directory for the masks (created)")
     flags.DEFINE_string("checkpoint", "best", "best, latest or a step number")
@@ -141,8 +146,10 @@ def predict_files(predictor, paths: list[str], output: str, options: dict, saves
 
 def main(argv) -> int:
     cli.positional(argv)
-    cli.require("workdir", "input", "output")
+    cli.require("input", "output")
     args = flags.FLAGS
+    if bool(args.workdir) == bool(args.model):
+        raise UserError("give one of --workdir (a trained run) and --model (an exported file)")
     unknown = sorted(set(args.save) - set(SAVES))
     if unknown:
         raise UserError(f"--save={','.join(args.save)}: unknown {unknown}; choose from {SAVES}")
@@ -151,9 +158,12 @@ def main(argv) -> int:
     if args.batch < 1:
         raise UserError(f"--batch={args.batch} must be at least 1")
     paths = find_inputs(args.input)
-    predictor = load_predictor(args.workdir, args.checkpoint)
+    if args.model:
+        predictor = load_exported(args.model)
+    else:
+        predictor = load_predictor(args.workdir, args.checkpoint)
     print(
-        f"{len(paths)} images, step {predictor.step} of {args.workdir}, classes "
+        f"{len(paths)} images, step {predictor.step} of {args.workdir or args.model}, classes "
         f"{list(predictor.class_names)}",
         flush=True,
     )

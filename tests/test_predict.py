@@ -228,3 +228,32 @@ def test_onnx_export_matches_jax(trained, tmp_path):
             got = session.run(None, {session.get_inputs()[0].name: x})[0]
             expected = np.asarray(forward(x))
             assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.slow
+def test_predict_with_exported_models_needs_no_workdir(trained, tmp_path):
+    """``predict --model``: the StableHLO file gives the workdir's masks; the ONNX file (one
+    input size, so tiles of that size) gives the workdir's masks predicted with the same tiles."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(inputs / "a.png")
+    exported = {"stablehlo": [], "onnx": ["--size", "32"]}
+    if importlib.util.find_spec("jax2onnx") is None:
+        del exported["onnx"]  # the deploy extra is not installed
+    for fmt, extra in exported.items():
+        model = tmp_path / f"model.{fmt}"
+        result = run(export_command(trained, fmt, model, *extra))
+        assert result.returncode == 0, result.stderr[-3000:]
+        tiles = ["--tile", "32", "--overlap", "8"] if fmt == "onnx" else []
+        masks = {}
+        for source in (
+            ["--model", str(model)],
+            ["--workdir", str(trained), "--checkpoint", "latest"],
+        ):
+            out = tmp_path / f"out_{fmt}_{source[0][2:]}"
+            result = run([sys.executable, "-m", "segjax.predict", *source, "--input",
+                          str(inputs), "--output", str(out), *tiles])  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            masks[source[0]] = np.asarray(Image.open(out / "a.png"))
+        assert (masks["--model"] == masks["--workdir"]).mean() > 0.999, fmt
