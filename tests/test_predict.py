@@ -210,7 +210,7 @@ def test_stablehlo_artifact_gives_the_jax_logits_in_a_fresh_process(trained, tmp
         assert np.abs(np.load(tmp_path / "y.npy") - np.asarray(forward(x))).max() <= 1e-5
 
 
-@pytest.mark.slow
+@pytest.mark.parity
 def test_onnx_export_matches_jax(trained, tmp_path):
     # Not imported here: jax2onnx patches flax while it converts, in the export's own process.
     if importlib.util.find_spec("jax2onnx") is None:
@@ -230,7 +230,7 @@ def test_onnx_export_matches_jax(trained, tmp_path):
             assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-@pytest.mark.slow
+@pytest.mark.parity
 def test_predict_with_exported_models_needs_no_workdir(trained, tmp_path):
     """``predict --model``: the StableHLO file gives the workdir's masks; the ONNX file (one
     input size, so tiles of that size) gives the workdir's masks predicted with the same tiles."""
