@@ -10,6 +10,7 @@ compares with PyTorch directly when torch is installed.
 import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -267,25 +268,15 @@ def test_ghost_decoder_has_no_smp_equivalent():
         export_state_dict(model, abstract_variables(model, 3))
 
 
+def convert(*arguments):
+    return run([sys.executable, "-m", "segjax.models.convert", *map(str, arguments)])
+
+
 @pytest.mark.slow
 def test_convert_command_reports_and_writes_segjax_weights(tmp_path):
     source = seeded_file(tmp_path, "resnet18")
     out = tmp_path / "r18_segjax.safetensors"
-    result = run(
-        [
-            "python",
-            "-m",
-            "segjax.models.convert",
-            "--from",
-            source,
-            "--arch",
-            "unet",
-            "--encoder",
-            "resnet18",
-            "--to",
-            str(out),
-        ]
-    )
+    result = convert("--from", source, "--arch", "unet", "--encoder", "resnet18", "--to", out)
     assert result.returncode == 0, result.stderr
     assert (
         "loaded 100 tensors (11,176,512 of the model's 14,328,209 parameters) into the encoder"
@@ -293,36 +284,12 @@ def test_convert_command_reports_and_writes_segjax_weights(tmp_path):
     )
     assert "left out 2 not in this model (fc.*)" in result.stdout
     back = tmp_path / "back.safetensors"
-    result = run(
-        [
-            "python",
-            "-m",
-            "segjax.models.convert",
-            "--from",
-            str(out),
-            "--scope",
-            "encoder",
-            "--to",
-            str(back),
-        ]
-    )
+    result = convert("--from", out, "--scope", "encoder", "--to", back)
     assert result.returncode == 0, result.stderr
     original, exported = read_state_dict(source)[0], read_state_dict(str(back))[0]
     assert set(exported) == set(original) - {"fc.weight", "fc.bias"}
     assert all(np.array_equal(exported[k], original[k]) for k in exported if "num_batches" not in k)
-    wrong = run(
-        [
-            "python",
-            "-m",
-            "segjax.models.convert",
-            "--from",
-            source,
-            "--arch",
-            "unet",
-            "--encoder",
-            "resnet50",
-        ]
-    )
+    wrong = convert("--from", source, "--arch", "unet", "--encoder", "resnet50")
     assert_one_error_line(
         wrong, 2, "holds torchvision resnet18, which does not fit a U-Net on resnet50"
     )

@@ -90,10 +90,9 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
             break
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise WeightsFileError(f"{path}: holds no state dict (a mapping of names to tensors)")
+    # NumPy has no bfloat16: such tensors are widened to float32.
     return {
-        key: value.detach().float().numpy()
-        if value.is_floating_point() and value.dtype == torch.bfloat16
-        else value.detach().numpy()
+        key: (value.float() if value.dtype == torch.bfloat16 else value).detach().numpy()
         for key, value in loaded.items()
     }
 

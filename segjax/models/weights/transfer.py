@@ -333,23 +333,11 @@ def _apply(model, variables, tensors, entries, tolerated, source, holds, family,
             how = "summed" if entry.torch_shape[1] == 1 else "repeated and scaled by 3/N"
             adapted = f"first conv adapted from 3 to {entry.torch_shape[1]} input channels ({how})"
             continue
-        misshaped.append(
-            f"{entry.key} (file {'x'.join(map(str, shape))}, model "
-            f"{'x'.join(map(str, entry.torch_shape))})"
-        )
+        misshaped.append(_misshaped(entry.key, shape, entry.torch_shape))
     if missing or unexpected or misshaped:
-        problems = [
-            f"{len(items)} {name}: {', '.join(items)}"
-            for name, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped", misshaped),
-            )
-            if items
-        ]
         raise WeightsFileError(
             f"{source}: holds {holds}, which does not fit {_target_name(model)}; "
-            + "; ".join(problems)
+            + _mismatches(missing, unexpected, misshaped)
         )
     flat = _flat(variables)
     loaded_parameters = 0
@@ -374,6 +362,16 @@ def _apply(model, variables, tensors, entries, tolerated, source, holds, family,
         adapted,
     )
     return traverse_util.unflatten_dict(flat), report
+
+
+def _misshaped(key: str, in_file: tuple, in_model: tuple) -> str:
+    return f"{key} (file {'x'.join(map(str, in_file))}, model {'x'.join(map(str, in_model))})"
+
+
+def _mismatches(missing: list[str], unexpected: list[str], misshaped: list[str]) -> str:
+    """'3 missing: a, b, c; 1 mis-shaped: ...': every key, on one line."""
+    groups = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+    return "; ".join(f"{len(keys)} {name}: {', '.join(keys)}" for name, keys in groups if keys)
 
 
 def _adaptable(file_shape: tuple, model_shape: tuple) -> bool:
@@ -462,23 +460,14 @@ def load_segjax_weights(
     missing = sorted(set(wanted) - set(tensors))
     unexpected = sorted(k for k in tensors if k not in wanted and scope == "model")
     misshaped = [
-        f"{k} (file {'x'.join(map(str, tensors[k].shape))}, model "
-        f"{'x'.join(map(str, flat[wanted[k]].shape))})"
+        _misshaped(k, tensors[k].shape, flat[wanted[k]].shape)
         for k in sorted(set(wanted) & set(tensors))
         if tuple(tensors[k].shape) != tuple(flat[wanted[k]].shape)
     ]
     if missing or unexpected or misshaped:
-        problems = [
-            f"{len(items)} {name}: {', '.join(items)}"
-            for name, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped", misshaped),
-            )
-            if items
-        ]
         raise WeightsFileError(
-            f"{source}: segjax weights that do not fit this model; " + "; ".join(problems)
+            f"{source}: segjax weights that do not fit this model; "
+            + _mismatches(missing, unexpected, misshaped)
         )
     for key, path in wanted.items():
         flat[path] = np.asarray(tensors[key], flat[path].dtype)
