@@ -16,8 +16,15 @@ from PIL import Image
 from segjax import cli
 from segjax import metrics as metrics_lib
 from segjax.files import write_atomically
-from segjax.trainer import eval_batches, jit_eval_step, jit_predict, restore_for_evaluation
+from segjax.trainer import (
+    dataset_record,
+    eval_batches,
+    jit_eval_step,
+    jit_predict,
+    restore_for_evaluation,
+)
 from segjax.visualize import colourise, denormalise, side_by_side
+from segjax.workdir import read_dataset_record, write_dataset_record
 
 
 def define_flags() -> None:
@@ -57,6 +64,8 @@ def format_table(results: dict[str, float], class_names) -> str:
 def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     run, state, step = restore_for_evaluation(workdir, which)
     config = run.config
+    if jax.process_index() == 0 and read_dataset_record(workdir) is None:
+        write_dataset_record(workdir, dataset_record(run))  # a workdir from before the records
     source = run.dataset.split(split)  # a missing or empty split: one line naming it
     p_eval, p_predict = jit_eval_step(run), jit_predict(run)
 

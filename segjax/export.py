@@ -3,18 +3,22 @@ with a JSON sidecar (``FILE.json``) that says what a deployer needs.
 
     python -m segjax.export --workdir runs/x --format stablehlo --output unet.stablehlo
     python -m segjax.export --workdir runs/x --format onnx --output unet.onnx --size 256
+    python -m segjax.export --workdir runs/x --format onnx --output unet_int8.onnx --int8
 
-StableHLO: weights embedded, batch, height and width symbolic; height and width must be multiples
-of the model's size multiple (32 for a depth-5 encoder; ``multiple`` in the sidecar); other sizes
-are refused when called (pad the image, as ``segjax.predict`` does). ONNX (``pip install -e
+StableHLO: weights embedded, batch, height and width symbolic; height and width must be multiples of
+the model's size multiple (32 for a depth-5 encoder; ``multiple`` in the sidecar); other sizes are
+refused when called (pad the image, as ``segjax.predict`` does). ONNX (``pip install -e
 '.[deploy]'``): dynamic batch, height and width fixed by ``--size`` (jax2onnx does not carry
 symbolic spatial sizes through the decoder's concatenations), so larger images go by tiles of that
-size. The output is the model's logits; a deep-supervised model in 'accurate' mode gives the log of
-its heads' mean probabilities (same argmax as its evaluation), in 'fast' mode its last head's
-logits.
+size; ``--int8`` quantises it (``segjax.quantize``), calibrated on training images. The output is
+the model's logits; a deep-supervised model in 'accurate' mode gives the log of its heads' mean
+probabilities (same argmax as its evaluation), in 'fast' mode its last head's logits.
 """
 
+import contextlib
+import io
 import json
+import logging
 import os
 
 import jax
@@ -126,16 +130,25 @@ def load_stablehlo(path: str):
 
 
 def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc") -> bytes:
-    try:
-        from jax2onnx import to_onnx
-    except ImportError:
-        raise UserError(
-            "--format onnx needs jax2onnx and onnxruntime: pip install -e '.[deploy]'"
-        ) from None
-    height, width = size
-    c = restored.channels
-    shape = ("B", height, width, c) if layout == "nhwc" else ("B", c, height, width)
-    proto = to_onnx(export_function(restored, layout), [shape], model_name="segjax")
+    # jax2onnx 0.13 prints debug lines for every flax Conv and logs a traceback for each of its
+    # plugins that does not import under this jax (dm_pix ones, unused here), and onnx_ir warns
+    # about untyped shape constants: kept off the console. Errors still raise.
+    for name in ("jax2onnx", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from jax2onnx import to_onnx
+        except ImportError:
+            raise UserError(
+                "--format onnx needs jax2onnx and onnxruntime: pip install -e '.[deploy]'"
+            ) from None
+        height, width = size
+        c = restored.channels
+        shape = ("B", height, width, c) if layout == "nhwc" else ("B", c, height, width)
+        proto = to_onnx(export_function(restored, layout), [shape], model_name="segjax")
+    # jax2onnx's intermediate shape annotations give some tensors in the wrong layout (NHWC for
+    # NCHW), which onnxruntime warns about when it merges them with its own inference: drop them.
+    del proto.graph.value_info[:]
     return proto.SerializeToString()
 
 
@@ -150,6 +163,23 @@ def parse_size(text: str, multiple: int) -> tuple[int, int]:
     return size
 
 
+def calibration_images(restored: Restored, pattern: str, count: int, seed: int = 0):
+    """uint8 images to calibrate int8 on: ``pattern``'s files (``--calibration_input``), or
+    ``count`` of the run's training images chosen at random (this reads the run's data)."""
+    if pattern:
+        from segjax.data.folder import load_image
+        from segjax.predict import find_inputs
+
+        paths = find_inputs(pattern)
+        order = np.random.default_rng(seed).permutation(len(paths))[:count]
+        return [load_image(paths[i], restored.channels) for i in order], pattern
+    from segjax.data import load_dataset
+
+    source = load_dataset(restored.config.data).split("train")
+    order = np.random.default_rng(seed).permutation(len(source))[:count]
+    return (source[int(i)]["image"] for i in order), "the run's training split"
+
+
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "the trained run's directory")
     flags.DEFINE_enum("format", None, list(FORMATS), "stablehlo or onnx")
@@ -157,24 +187,52 @@ def define_flags() -> None:
     flags.DEFINE_string("checkpoint", "best", "best, latest or a step number")
     flags.DEFINE_enum("layout", "nhwc", list(LAYOUTS), "input and output layout")
     flags.DEFINE_string("size", "256", "onnx: the input's HxW (a multiple of the model's)")
+    flags.DEFINE_bool("int8", False, "onnx: quantise to int8 (static, QDQ), calibrated")
+    flags.DEFINE_integer("calibration_images", 32, "--int8: how many images to calibrate on")
+    flags.DEFINE_string(
+        "calibration_input",
+        "",
+        "--int8: images to calibrate on (default: the run's training split)",
+    )
 
 
 def main(argv) -> int:
     cli.positional(argv)
     cli.require("workdir", "format", "output")
     args = flags.FLAGS
+    if args.int8 and args.format != "onnx":
+        raise UserError("--int8 quantises ONNX models: use it with --format onnx")
+    if args.calibration_images < 1:
+        raise UserError(f"--calibration_images={args.calibration_images} must be at least 1")
     restored = restore(args.workdir, args.checkpoint)
     if args.format == "stablehlo":
         blob, size = export_stablehlo(restored, args.layout), None
     else:
         size = parse_size(args.size, restored.multiple)
         blob = export_onnx(restored, size, args.layout)
+    info = sidecar(restored, args.format, args.layout, args.workdir, size)
+    if args.int8:
+        from segjax.quantize import calibration_inputs, quantize_int8
+
+        images, source = calibration_images(
+            restored, args.calibration_input, args.calibration_images
+        )
+        mean, std = normalisation(restored)
+        inputs = calibration_inputs(images, size, mean, std, args.layout, args.calibration_images)
+        fp32_size, blob = len(blob), quantize_int8(blob, inputs)
+        info["quantization"] = {
+            "type": "int8 static QDQ (onnxruntime): weights int8 per channel, activations "
+            "uint8 per tensor (min/max)",
+            "calibration": f"{len(inputs)} random {size[0]}x{size[1]} crops of {source}",
+            "float32_bytes": fp32_size,
+        }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_atomically(args.output, blob)
-    info = sidecar(restored, args.format, args.layout, args.workdir, size)
     write_atomically(args.output + ".json", json.dumps(info, indent=2) + "\n")
     print(
-        f"wrote {args.output} ({len(blob) / 1e6:.1f} MB, {args.format}, {args.layout}, step "
+        f"wrote {args.output} ({len(blob) / 1e6:.1f} MB, {args.format}"
+        + (" int8" if args.int8 else "")
+        + f", {args.layout}, step "
         f"{restored.step}) and {args.output}.json"
     )
     return 0

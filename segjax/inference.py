@@ -3,9 +3,10 @@
 
 Preprocessing comes from the run's config.json (channels, mean/std, and ``data.eval_size``: a run
 evaluated at a fixed size predicts at that size, its probabilities resized back bilinearly) and
-its dataset (class names), never re-typed. Inputs are zero-padded at the bottom and right to the
-model's size multiple before the jitted forward pass, exactly as the model would pad them itself,
-so images of similar sizes share one compilation.
+its dataset record (class names, from ``dataset.json``: the data need not be present), never
+re-typed. Inputs are zero-padded at the bottom and right to the model's size multiple before the
+jitted forward pass, exactly as the model would pad them itself, so images of similar sizes share
+one compilation.
 """
 
 import dataclasses
@@ -68,7 +69,7 @@ class Restored:
 def restore(workdir: str, which: str = "best") -> Restored:
     from segjax.trainer import restore_for_evaluation
 
-    run, state, step = restore_for_evaluation(workdir, which)
+    run, state, step = restore_for_evaluation(workdir, which, need_data=False)
     model = run.model
     return Restored(
         model=model,

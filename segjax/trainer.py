@@ -1,6 +1,6 @@
 """The training loop as a library: ``prepare`` (config -> checked run), the jitted steps,
-``train_and_evaluate`` and ``restore_for_evaluation``. The command lines are ``segjax.train``
-and ``segjax.evaluate``.
+``train_and_evaluate`` and ``restore_for_evaluation`` (also without the data, for predicting).
+The command lines are ``segjax.train`` and ``segjax.evaluate``.
 
 ``train_step`` and ``eval_step`` (``segjax.steps``) are jit-compiled with explicit shardings over
 a mesh of all devices of all processes (batches split on the ``data`` axis, state replicated),
@@ -163,11 +163,45 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return workdir_lib.as_config(stored, base_config())
 
 
-def restore_for_evaluation(workdir: str, which: str = "best") -> tuple[Run, TrainState, int]:
+def dataset_record(run: Run) -> workdir_lib.DatasetRecord:
+    return workdir_lib.DatasetRecord(
+        name=str(run.dataset.name),
+        class_names=tuple(run.dataset.class_names),
+        in_channels=int(run.input_shape[-1]),
+    )
+
+
+def prepare_without_data(
+    config: ml_collections.ConfigDict, record: workdir_lib.DatasetRecord
+) -> Run:
+    """``prepare`` for predicting: the model and optimizer from the config and the workdir's
+    dataset record, no data read (``run.dataset`` is the record)."""
+    validation.check_config(config)
+    model = validation.build_model(config, record.num_classes, record.in_channels)
+    tx, schedule = create_optimizer(config.optimizer, config.total_steps)
+    mesh = parallel.make_mesh()
+    return Run(
+        config,
+        record,
+        model,
+        tx,
+        schedule,
+        (1, *config.data.image_size, record.in_channels),
+        parallel.batch_sharding(mesh),
+        parallel.replicated(mesh),
+    )
+
+
+def restore_for_evaluation(
+    workdir: str, which: str = "best", need_data: bool = True
+) -> tuple[Run, TrainState, int]:
     """(the run, its state, the step) of a workdir's checkpoint ``which`` ('best', 'latest' or
-    a step): an unreadable one is reported and the next candidate used."""
-    run = prepare(load_config(workdir))
-    config = run.config
+    a step): an unreadable one is reported and the next candidate used. ``need_data=False``
+    takes the classes and channels from the workdir's ``dataset.json`` where there is one, so
+    the run's data need not be present."""
+    config = load_config(workdir)
+    record = None if need_data else workdir_lib.read_dataset_record(workdir)
+    run = prepare(config) if record is None else prepare_without_data(config, record)
     with Checkpointer(
         os.path.join(workdir, "checkpoints"),
         config.keep_checkpoints,
@@ -332,6 +366,7 @@ def _take_workdir(
         if stored is None or changes:
             workdir_lib.write_config(workdir, run.config, changes, start_step, forced)
             _write_model_summary(workdir, run)
+        workdir_lib.write_dataset_record(workdir, dataset_record(run))
         if changes:
             say(
                 f"config changed on resume ({workdir_lib.describe(changes)}); recorded in "

@@ -8,10 +8,14 @@
 - ``train.lock`` holds the pid, host and command of the trainer using the workdir. It is an
   ``flock`` too, so the kernel releases it when that process ends, however it ends: a lock left
   by a killed run is stale and taken over; a live one makes a second trainer exit at once.
+- ``dataset.json`` records what predicting needs of the run's dataset (its name, class names
+  and image channels), so ``segjax.predict`` and ``segjax.export`` need no data; every start
+  rewrites it.
 - Files are replaced atomically (``segjax.files``); ``metrics.jsonl`` is cut back to the
   restored step on resume, so it never holds a step twice.
 """
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -255,3 +259,53 @@ def _update(config: ml_collections.ConfigDict, values: dict[str, Any]) -> None:
         else:
             with config.ignore_type():
                 config[key] = tuple(value) if isinstance(value, list) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRecord:
+    """What a trained run needs of its dataset to predict: ``dataset.json`` in its workdir."""
+
+    name: str
+    class_names: tuple[str, ...]
+    in_channels: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+DATASET_RECORD = "dataset.json"
+
+
+def write_dataset_record(workdir: str, record: DatasetRecord) -> None:
+    text = json.dumps(
+        {
+            "name": record.name,
+            "class_names": list(record.class_names),
+            "in_channels": record.in_channels,
+        },
+        indent=2,
+    )
+    write_atomically(os.path.join(workdir, DATASET_RECORD), text + "\n")
+
+
+def read_dataset_record(workdir: str) -> DatasetRecord | None:
+    """The workdir's dataset record; None for a workdir written before segjax kept one."""
+    path = os.path.join(workdir, DATASET_RECORD)
+    stored = read_json(path, WorkdirError)
+    if stored is None:
+        return None
+    try:
+        record = DatasetRecord(
+            name=str(stored["name"]),
+            class_names=tuple(str(n) for n in stored["class_names"]),
+            in_channels=int(stored["in_channels"]),
+        )
+    except (KeyError, TypeError, ValueError) as problem:
+        raise WorkdirError(
+            f"{path}: expected name, class_names and in_channels ({problem!r}); delete it and "
+            "segjax.evaluate on the workdir writes it again"
+        ) from None
+    if record.num_classes < 2 or record.in_channels < 1:
+        raise WorkdirError(f"{path}: {record} is not a trained run's dataset")
+    return record

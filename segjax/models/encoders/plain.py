@@ -33,8 +33,8 @@ class PlainEncoder(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
         features = []
         for level, filters in enumerate(self.filters[: self.depth]):
-            if level > 0:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            if level > 0:  # window_shape by keyword, the form jax2onnx's max_pool patch takes
+                x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
             x = DoubleConv(filters, self.norm, self.dropout, self.dtype, name=f"conv{level}")(
                 x, train
             )

@@ -15,10 +15,12 @@ from segjax.models.layers import Dtype, batch_norm, conv
 FEATURE_STRIDES = (2, 4, 8, 16, 32)
 
 
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """torchvision's stem pooling (3x3, stride 2, padding 1), the padding spelt out as -inf
-    pixels so that exporters that ignore a pooling's explicit padding see the same shapes."""
-    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+def stem_max_pool(x: jax.Array) -> jax.Array:
+    """torchvision's stem pooling (3x3, stride 2, padding 1) of the stem's ReLU output. Its
+    padding is spelt out as pixels, so that exporters that ignore a pooling's explicit padding
+    see the same shapes, and as zeros rather than -inf: on inputs >= 0 the maximum is the same,
+    and int8 calibration gets a finite range for the padded tensor."""
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
 
 
@@ -99,7 +101,7 @@ class ResNetEncoder(nn.Module):
         features = [x]
         for stage, num_blocks in enumerate(self.stage_sizes[: self.depth - 1]):
             if stage == 0:
-                x = max_pool_3x3_s2(x)
+                x = stem_max_pool(x)
             for index in range(num_blocks):
                 strides = 2 if stage > 0 and index == 0 else 1
                 x = self.block(

@@ -1,0 +1,106 @@
+"""int8 ONNX models: onnxruntime's static quantisation in QDQ form, calibrated on images.
+
+Weights are quantised per output channel (int8, symmetric), activations per tensor (uint8,
+asymmetric) from their min/max over the calibration inputs: crops of the model's input size from
+training images, preprocessed exactly as ``segjax.predict`` feeds the model (normalised, zero
+padding at the bottom and right where an image is smaller than the input). Before quantising,
+onnxruntime's pre-processing folds each BatchNorm's scale and shift into the convolution before
+it, so the int8 convolutions carry them.
+"""
+
+import os
+import tempfile
+from collections.abc import Iterable
+
+import numpy as np
+
+from segjax.data.augment import normalize
+from segjax.errors import UserError
+
+
+def calibration_inputs(
+    images: Iterable[np.ndarray],
+    size: tuple[int, int],
+    mean,
+    std,
+    layout: str = "nhwc",
+    count: int = 32,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Up to ``count`` (1, H, W, C) (or NCHW) float32 inputs: one random ``size`` crop of each
+    uint8 (h, w, C) image, padded with zeros where the image is smaller."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    inputs = []
+    for image in images:
+        if len(inputs) == count:
+            break
+        top = int(rng.integers(0, max(image.shape[0] - height, 0) + 1))
+        left = int(rng.integers(0, max(image.shape[1] - width, 0) + 1))
+        crop = normalize(image[top : top + height, left : left + width], mean, std)
+        pad = ((0, height - crop.shape[0]), (0, width - crop.shape[1]), (0, 0))
+        x = np.pad(crop, pad)[None].astype(np.float32)
+        inputs.append(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "nchw" else x))
+    if not inputs:
+        raise UserError("int8 calibration: no images to calibrate on")
+    return inputs
+
+
+def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
+    """The int8 (QDQ) form of the float32 ONNX ``model``, calibrated on ``inputs``."""
+    try:
+        import onnx
+        from onnxruntime import quantization
+    except ImportError:
+        raise UserError("--int8 needs onnxruntime and onnx: pip install -e '.[deploy]'") from None
+
+    name = onnx.load_from_string(model).graph.input[0].name
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self._inputs = iter(inputs)
+
+        def get_next(self):
+            x = next(self._inputs, None)
+            return None if x is None else {name: x}
+
+    with tempfile.TemporaryDirectory(prefix="segjax-int8-") as scratch:
+        fp32 = os.path.join(scratch, "fp32.onnx")
+        prepared = os.path.join(scratch, "prepared.onnx")
+        int8 = os.path.join(scratch, "int8.onnx")
+        with open(fp32, "wb") as file:
+            file.write(model)
+        quantization.quant_pre_process(fp32, prepared)
+        quantization.quantize_static(
+            prepared,
+            int8,
+            Reader(),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+        with open(int8, "rb") as file:
+            quantized = file.read()
+    check_scales(onnx.load_from_string(quantized))
+    return quantized
+
+
+def check_scales(model) -> None:
+    """Refuses a quantised model with a non-finite or zero scale (a tensor whose calibrated
+    range was infinite, e.g. -inf padding): its int8 outputs would be garbage."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    bad = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[1] in initializers:
+            scale = numpy_helper.to_array(initializers[node.input[1]])
+            if not (np.isfinite(scale).all() and (scale > 0).all()):
+                bad.append(f"{node.input[0]} (scale {scale.ravel()[:1]})")
+    if bad:
+        raise UserError(
+            f"int8: {len(bad)} tensors have no finite quantisation range: {', '.join(bad[:5])}"
+            " (an infinite value in the model's activations); keep this model in float32"
+        )

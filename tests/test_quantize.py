@@ -1,0 +1,56 @@
+"""int8 helpers: calibration inputs preprocessed as predict feeds the model, and the refusal of
+a quantised model whose ranges are not finite."""
+
+import numpy as np
+import pytest
+
+from segjax.data.augment import normalize
+from segjax.errors import UserError
+from segjax.quantize import calibration_inputs
+
+
+def test_calibration_inputs_are_normalised_crops_padded_like_predict():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, shape, np.uint8) for shape in ((40, 50, 3), (20, 30, 3))]
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    inputs = calibration_inputs(images, (32, 32), mean, std, count=5)
+    assert [x.shape for x in inputs] == [(1, 32, 32, 3), (1, 32, 32, 3)]
+    small = inputs[1][0]  # the 20x30 image, whole, zero-padded at the bottom and right
+    np.testing.assert_allclose(small[:20, :30], normalize(images[1], mean, std), atol=1e-6)
+    assert not small[20:].any() and not small[:, 30:].any()
+    crop = inputs[0][0]  # a 32x32 window of the 40x50 image
+    windows = [
+        normalize(images[0][t : t + 32, l : l + 32], mean, std)
+        for t in range(9)
+        for l in range(19)  # noqa: E741
+    ]
+    assert any(np.allclose(crop, w, atol=1e-6) for w in windows)
+    nchw = calibration_inputs(images, (32, 32), mean, std, layout="nchw", count=1)
+    assert len(nchw) == 1 and nchw[0].shape == (1, 3, 32, 32)
+    np.testing.assert_array_equal(nchw[0][0].transpose(1, 2, 0), inputs[0][0])
+    with pytest.raises(UserError, match="no images to calibrate on"):
+        calibration_inputs([], (32, 32), mean, std)
+
+
+def test_a_quantised_model_with_an_infinite_range_is_refused():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from segjax.quantize import check_scales
+
+    def model(scale):
+        graph = helper.make_graph(
+            [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("q", TensorProto.UINT8, [1])],
+            [
+                helper.make_tensor("scale", TensorProto.FLOAT, [], [scale]),
+                helper.make_tensor("zero", TensorProto.UINT8, [], [0]),
+            ],
+        )
+        return onnx.helper.make_model(graph)
+
+    check_scales(model(0.02))
+    with pytest.raises(UserError, match=r"int8: 1 tensors have no finite quantisation range: x"):
+        check_scales(model(float("inf")))
