@@ -205,6 +205,12 @@ def main(argv) -> int:
     if args.calibration_images < 1:
         raise UserError(f"--calibration_images={args.calibration_images} must be at least 1")
     restored = restore(args.workdir, args.checkpoint)
+    model = restored.config.model
+    print(
+        f"exporting {model.arch} / {model.encoder or 'plain'} (step {restored.step}) to "
+        f"{args.format} ...",
+        flush=True,
+    )
     if args.format == "stablehlo":
         blob, size = export_stablehlo(restored, args.layout), None
     else:
@@ -217,6 +223,7 @@ def main(argv) -> int:
         images, source = calibration_images(
             restored, args.calibration_input, args.calibration_images
         )
+        print(f"int8: calibrating on {args.calibration_images} crops of {source} ...", flush=True)
         mean, std = normalisation(restored)
         inputs = calibration_inputs(images, size, mean, std, args.layout, args.calibration_images)
         fp32_size, blob = len(blob), quantize_int8(blob, inputs)
