@@ -6,10 +6,18 @@ training images, preprocessed exactly as ``segjax.predict`` feeds the model (nor
 padding at the bottom and right where an image is smaller than the input). Before quantising,
 onnxruntime's pre-processing folds each BatchNorm's scale and shift into the convolution before
 it, so the int8 convolutions carry them.
+
+The convolutions next to the input (they see the image) and next to the output (the logits) stay
+float32: they hold a small share of the MACs (the ResNet-34 U-Net's 7x7 stem: 2% at 256x256), and
+quantising them cost the most accuracy. On
+DSB 2018's test split (U-Net/GhostNet-1.0, 256x256 tiles) mIoU was 0.8276 in float32, 0.8066
+with every convolution in int8, 0.8232 with the first kept in float32, 0.8071 with the last,
+0.8234 with both; percentile calibration instead of min/max gave 0.8146.
 """
 
 import os
 import tempfile
+from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
@@ -71,6 +79,10 @@ def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
         with open(fp32, "wb") as file:
             file.write(model)
         quantization.quant_pre_process(fp32, prepared)
+        graph = onnx.load(prepared)
+        for index, node in enumerate(graph.graph.node):  # exclusion goes by node name
+            node.name = node.name or f"{node.op_type}_{index}"
+        onnx.save(graph, prepared)
         quantization.quantize_static(
             prepared,
             int8,
@@ -80,11 +92,41 @@ def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
             activation_type=quantization.QuantType.QUInt8,
             weight_type=quantization.QuantType.QInt8,
             calibrate_method=quantization.CalibrationMethod.MinMax,
+            nodes_to_exclude=boundary_convs(graph.graph),
         )
         with open(int8, "rb") as file:
             quantized = file.read()
     check_scales(onnx.load_from_string(quantized))
     return quantized
+
+
+def boundary_convs(graph) -> list[str]:
+    """Names of the Conv nodes with no other Conv between them and the graph's input or one of
+    its outputs."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+
+    def nearest_convs(tensors, forward: bool) -> set[str]:
+        found, seen, stack = set(), set(), list(tensors)
+        while stack:
+            tensor = stack.pop()
+            nodes = consumers[tensor] if forward else [producers[tensor]] * (tensor in producers)
+            for node in nodes:
+                if node.name in seen:
+                    continue
+                seen.add(node.name)
+                if node.op_type == "Conv":
+                    found.add(node.name)
+                else:
+                    stack.extend(node.output if forward else node.input)
+        return found
+
+    first = nearest_convs([i.name for i in graph.input], forward=True)
+    last = nearest_convs([o.name for o in graph.output], forward=False)
+    return sorted(first | last)
 
 
 def check_scales(model) -> None:

@@ -54,3 +54,37 @@ def test_a_quantised_model_with_an_infinite_range_is_refused():
     check_scales(model(0.02))
     with pytest.raises(UserError, match=r"int8: 1 tensors have no finite quantisation range: x"):
         check_scales(model(float("inf")))
+
+
+def test_the_convolutions_next_to_the_input_and_outputs_stay_float32():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from segjax.quantize import boundary_convs
+
+    def node(op, inputs, output, name):
+        return helper.make_node(op, inputs, [output], name=name)
+
+    # image -> Transpose -> stem -> Relu -> mid -> split into head_a (-> Add -> out) and
+    # mid2 -> head_b (-> out2); 'w' is an initializer, not a path to the input.
+    graph = helper.make_graph(
+        [
+            node("Transpose", ["image"], "t", "transpose"),
+            node("Conv", ["t", "w"], "s", "stem"),
+            node("Relu", ["s"], "r", "relu"),
+            node("Conv", ["r", "w"], "m", "mid"),
+            node("Conv", ["m", "w"], "a", "head_a"),
+            node("Add", ["a", "r"], "out", "add"),
+            node("Conv", ["m", "w"], "m2", "mid2"),
+            node("Conv", ["m2", "w"], "out2", "head_b"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1])],
+        [
+            helper.make_tensor_value_info("out", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("out2", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])],
+    )
+    # 'add' also reaches the stem through 'r' without a Conv: it counts as next to an output.
+    assert boundary_convs(graph) == ["head_a", "head_b", "stem"]
