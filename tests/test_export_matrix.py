@@ -1,0 +1,20 @@
+"""A few cells of the export parity matrix (``python -m tests.export_parity_matrix`` runs all):
+the deep-supervised U-Net++ (its log-mean-probability output) and the paper U-Net (its max pool),
+ONNX and StableHLO against JAX."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from tests.cli_utils import run
+
+
+@pytest.mark.parity
+def test_deep_supervision_and_paper_unet_export_like_jax():
+    if importlib.util.find_spec("jax2onnx") is None:
+        pytest.skip("the deploy extra is not installed: pip install -e '.[deploy]'")
+    cells = ["--archs", "unetpp_ds,unet_paper", "--encoders", "ghostnet_050", "--sizes", "64x64"]
+    result = run([sys.executable, "-m", "tests.export_parity_matrix", *cells])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 of 2 models pass" in result.stdout
