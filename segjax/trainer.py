@@ -84,6 +84,11 @@ def prepare(config: ml_collections.ConfigDict) -> Run:
     dataset = load_dataset(config.data)
     in_channels = dataset.split("train")[0]["image"].shape[-1]
     model = validation.check_with_data(config, dataset, in_channels)
+    return _assemble(config, dataset, model, in_channels)
+
+
+def _assemble(config: ml_collections.ConfigDict, dataset, model, in_channels: int) -> Run:
+    """The run of a checked config: its optimizer, mesh and shardings around ``model``."""
     tx, schedule = create_optimizer(config.optimizer, config.total_steps)
     mesh = parallel.make_mesh()
     return Run(
@@ -178,18 +183,7 @@ def prepare_without_data(
     dataset record, no data read (``run.dataset`` is the record)."""
     validation.check_config(config)
     model = validation.build_model(config, record.num_classes, record.in_channels)
-    tx, schedule = create_optimizer(config.optimizer, config.total_steps)
-    mesh = parallel.make_mesh()
-    return Run(
-        config,
-        record,
-        model,
-        tx,
-        schedule,
-        (1, *config.data.image_size, record.in_channels),
-        parallel.batch_sharding(mesh),
-        parallel.replicated(mesh),
-    )
+    return _assemble(config, record, model, record.in_channels)
 
 
 def restore_for_evaluation(
