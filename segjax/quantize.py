@@ -9,10 +9,10 @@ it, so the int8 convolutions carry them.
 
 The convolutions next to the input (they see the image) and next to the output (the logits) stay
 float32: they hold a small share of the MACs (the ResNet-34 U-Net's 7x7 stem: 2% at 256x256), and
-quantising them cost the most accuracy. On
-DSB 2018's test split (U-Net/GhostNet-1.0, 256x256 tiles) mIoU was 0.8276 in float32, 0.8066
-with every convolution in int8, 0.8232 with the first kept in float32, 0.8071 with the last,
-0.8234 with both; percentile calibration instead of min/max gave 0.8146.
+quantising them cost the most accuracy. On DSB 2018's test split (U-Net/GhostNet-1.0, 256x256 tiles)
+mIoU was 0.8276 in float32, 0.8066 with every convolution in int8, 0.8232 with the first kept in
+float32, 0.8071 with the last, 0.8234 with both; percentile calibration instead of min/max gave
+0.8146.
 """
 
 import os
