@@ -91,11 +91,6 @@ def ort_timings(session, inputs: dict, args) -> dict:
     return {b: timed(lambda x=x: session.run(None, {name: x}), b, args) for b, x in inputs.items()}
 
 
-def smp_config(restored: Restored, spec: str):
-    config = restored.config.copy_and_resolve_references()
-    return None if smp_reference.unsupported(config) else config
-
-
 def measure(spec: str, args, scratch: str) -> dict:
     restored = model_of(spec)
     size = (args.size, args.size)

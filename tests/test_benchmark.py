@@ -82,3 +82,27 @@ def test_benchmark_clis_name_a_bad_model_in_one_line(module, tfds_dir, shapes_sm
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: model.encoder='resnet1000' is not valid for arch 'unet'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parity
+def test_deploy_benchmark_times_every_exported_runtime(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("jax2onnx") is None:
+        pytest.skip("the deploy extra is not installed: pip install -e '.[deploy]'")
+    out = tmp_path / "deploy.json"
+    command = [sys.executable, "-m", "benchmarks.deploy", "--models", "unet:ghostnet_050",
+               "--size", "64", "--batches", "1,2", "--warmup", "1", "--repeats", "2",
+               "--calibration", "2", "--nosmp", "--json", str(out)]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["runtimes"]) == {"jax", "ort_fp32", "ort_int8"}
+    for timings in row["runtimes"].values():
+        assert set(timings) == {"1", "2"} and all(len(t["ms"]) == 2 for t in timings.values())
+    assert row["ort_fp32_max_abs_diff"] < 1e-3  # the ONNX file computes the JAX model
+    files = row["files"]
+    assert files["onnx_int8"] < 0.4 * files["onnx_fp32"] and files["stablehlo"] > 0
+    assert row["smp_skipped"] == "--nosmp"
+    assert "| unet:ghostnet_050 |" in result.stdout and "file sizes (MB)" in result.stdout
