@@ -198,11 +198,25 @@ def load_exported(path: str) -> Predictor:
     try:
         with open(sidecar) as file:
             info = json.load(file)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{sidecar}: the export's sidecar is not readable ({error})") from None
-    inputs, outputs = info["input"], info["output"]
-    nchw = inputs["layout"] == "nchw"
-    if info["format"] == "onnx":
+        inputs, outputs, fmt = info["input"], info["output"], info["format"]
+        nchw = inputs["layout"] == "nchw"
+        spatial = inputs["shape"][2:] if nchw else inputs["shape"][1:3]
+        options = dict(
+            class_names=tuple(outputs["classes"]),
+            channels=int(inputs["channels"]),
+            mean=tuple(inputs["mean"]),
+            std=tuple(inputs["std"]),
+            multiple=int(inputs["multiple"]),
+            step=int(info["model"]["step"]),
+            eval_size=tuple(info.get("eval_size") or ()) or None,
+        )
+        meaning = outputs["meaning"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(
+            f"{sidecar}: the export's sidecar is not readable ({error!r}); it is written by "
+            "segjax.export beside the model file"
+        ) from None
+    if fmt == "onnx":
         try:
             import onnxruntime
         except ImportError:
@@ -215,7 +229,6 @@ def load_exported(path: str) -> Predictor:
         def raw(x):
             return session.run(None, {name: x})[0]
 
-        spatial = inputs["shape"][2:] if nchw else inputs["shape"][1:3]
         fixed = (int(spatial[0]), int(spatial[1]))
     else:
         from segjax.export import load_stablehlo
@@ -231,19 +244,9 @@ def load_exported(path: str) -> Predictor:
         x = np.ascontiguousarray(images.transpose(0, 3, 1, 2) if nchw else images, np.float32)
         out = raw(x)
         out = out.transpose(0, 2, 3, 1) if nchw else out
-        if outputs["meaning"] == "log_probabilities":
+        if meaning == "log_probabilities":
             return np.exp(out)
         out = out - out.max(axis=-1, keepdims=True)
         return np.exp(out) / np.exp(out).sum(axis=-1, keepdims=True)
 
-    return Predictor(
-        probabilities=probabilities_of,
-        class_names=tuple(outputs["classes"]),
-        channels=int(inputs["channels"]),
-        mean=tuple(inputs["mean"]),
-        std=tuple(inputs["std"]),
-        multiple=int(inputs["multiple"]),
-        step=int(info["model"]["step"]),
-        eval_size=tuple(info.get("eval_size") or ()) or None,
-        fixed_size=fixed,
-    )
+    return Predictor(probabilities=probabilities_of, fixed_size=fixed, **options)

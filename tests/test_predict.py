@@ -320,3 +320,16 @@ def test_int8_export_is_quantised_and_keeps_the_masks(trained, shapes_small, tmp
 def test_int8_is_refused_for_stablehlo(tmp_path):
     result = run(export_command(tmp_path, "stablehlo", tmp_path / "m.stablehlo", "--int8"))
     assert_one_error_line(result, 2, "--int8 quantises ONNX models: use it with --format onnx")
+
+
+def test_an_exported_model_without_a_usable_sidecar_is_named(tmp_path):
+    from segjax.errors import UserError
+    from segjax.inference import load_exported
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    with pytest.raises(UserError, match=r"m.onnx.json: the export's sidecar is not readable"):
+        load_exported(str(model))  # no sidecar
+    (tmp_path / "m.onnx.json").write_text('{"format": "onnx", "input": {"layout": "nhwc"}}')
+    with pytest.raises(UserError, match=r"m.onnx.json: .*KeyError\('output'\)"):
+        load_exported(str(model))
