@@ -43,10 +43,17 @@ def output_meaning(restored: Restored) -> str:
     return "logits"
 
 
-def export_function(restored: Restored, layout: str = "nhwc"):
+# Exported graphs use the standard convolution formulation (grouped Conv nodes), which other
+# runtimes run fast, not XLA:CPU's fused depthwise and 1x1 forms (segjax.models.conv_ops).
+EXPORT_CONV_IMPL = "lax"
+
+
+def export_function(restored: Restored, layout: str = "nhwc", conv_impl: str | None = None):
     """images -> logits (or log-probabilities, see ``output_meaning``) in ``layout``, with the
-    weights as constants."""
+    weights as constants; convolutions as the model computes them unless ``conv_impl`` says."""
     model, variables = restored.model, restored.variables
+    if conv_impl is not None:
+        model = model.clone(conv_impl=conv_impl)
     accurate = output_meaning(restored) == "log_probabilities"
 
     def forward(x):
@@ -114,7 +121,7 @@ def export_stablehlo(restored: Restored, layout: str = "nhwc") -> bytes:
     m, c = restored.multiple, restored.channels
     spec = f"b, {m}*h, {m}*w, {c}" if layout == "nhwc" else f"b, {c}, {m}*h, {m}*w"
     shape = export.symbolic_shape(spec)
-    exported = export.export(jax.jit(export_function(restored, layout)))(
+    exported = export.export(jax.jit(export_function(restored, layout, EXPORT_CONV_IMPL)))(
         jax.ShapeDtypeStruct(shape, jnp.float32)
     )
     return bytes(exported.serialize())
@@ -145,7 +152,8 @@ def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc")
         height, width = size
         c = restored.channels
         shape = ("B", height, width, c) if layout == "nhwc" else ("B", c, height, width)
-        proto = to_onnx(export_function(restored, layout), [shape], model_name="segjax")
+        forward = export_function(restored, layout, EXPORT_CONV_IMPL)
+        proto = to_onnx(forward, [shape], model_name="segjax")
     # jax2onnx's intermediate shape annotations give some tensors in the wrong layout (NHWC for
     # NCHW), which onnxruntime warns about when it merges them with its own inference: drop them.
     del proto.graph.value_info[:]

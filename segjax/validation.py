@@ -24,6 +24,7 @@ from segjax.model_config import (
     model_defaults,
     model_from_config,
 )
+from segjax.models.conv_ops import IMPLEMENTATIONS
 from segjax.models.factory import ARCHS, DTYPES
 from segjax.optim import OPTIMIZERS, SCHEDULES
 
@@ -154,6 +155,7 @@ def _schema() -> dict[str, Rule]:
         "model.dropout": real(0.0, 1.0, below_high=True),
         "model.norm": choice(("", "batch")),
         "model.freeze_encoder_bn": boolean(),
+        "model.conv_impl": choice(IMPLEMENTATIONS),
         "model.pretrained": text(),
         "model.pretrained_kind": choice(PRETRAINED_KINDS),
         "model.pretrained_sha256": sha256_digest(),

@@ -32,7 +32,7 @@ from segjax.validation import flatten
 
 # Keys that may differ between a workdir's config.json and a rerun resuming it. total_steps: a
 # longer (or shorter) run; its learning-rate schedule then spans the new length from the
-# restored step on.
+# restored step on. model.conv_impl: the same model, computed another way (e.g. resumed on GPU).
 RESUMABLE_KEYS = (
     "total_steps",
     "log_every_steps",
@@ -42,6 +42,7 @@ RESUMABLE_KEYS = (
     "data.num_threads",
     "data.prefetch",
     "data.data_dir",
+    "model.conv_impl",
 )
 LOCK_NAME = "train.lock"
 

@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from segjax.models.conv_ops import IMPLEMENTATIONS
 from segjax.models.decoders.block import ATTENTIONS, DecoderBlock
 from segjax.models.decoders.unet import UNetDecoder
 from segjax.models.decoders.unetpp import UNetPlusPlusDecoder
@@ -31,8 +32,11 @@ _BACKBONE_OPTIONS = dict(
     decoder_block="conv",
     dtype="float32",
     freeze_encoder_bn=False,
+    conv_impl="auto",
 )
-_PAPER_OPTIONS = dict(filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32")
+_PAPER_OPTIONS = dict(
+    filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32", conv_impl="auto"
+)
 _NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
 # Each architecture's options and their defaults.
 ARCHS = {
@@ -106,13 +110,16 @@ def create_model(
     (the encoder's BatchNorm layers normalise with their running statistics and leave them
     unchanged in training too, as PyTorch users do with ImageNet encoders); ``dtype`` of the
     computation ('float32' or 'bfloat16'; parameters stay float32); for U-Net++
-    ``deep_supervision`` and ``prune_level`` 1..depth-1; for the paper models ``filters``,
+    ``deep_supervision`` and ``prune_level`` 1..depth-1; ``conv_impl`` 'auto' (depthwise and 1x1
+    convolutions in the form fastest on the backend), 'lax' or 'fused' (``models/conv_ops.py``;
+    same parameters and outputs either way); for the paper models ``filters``,
     ``dropout`` and ``norm`` (None or 'batch').
     """
     options = _options(arch, options)
     num_classes = _int_in("num_classes", num_classes, 1)
     in_channels = _int_in("in_channels", in_channels, 1)
     dtype = _dtype(options["dtype"])
+    conv_impl = _choice("conv_impl", options["conv_impl"], IMPLEMENTATIONS)
     nested = arch.startswith("unetpp")
 
     if arch.endswith("_paper"):
@@ -175,7 +182,7 @@ def create_model(
     else:
         decoder = UNetDecoder(decoder_channels, block, head, final_upsample)
     return SegmentationModel(
-        enc, decoder, in_channels, deep_supervision, pad_multiple, freeze_encoder_bn
+        enc, decoder, in_channels, deep_supervision, pad_multiple, freeze_encoder_bn, conv_impl
     )
 
 

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.models import conv_ops
+
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
 
@@ -44,7 +46,8 @@ def conv(
     dtype: Dtype = jnp.float32,
     name: str | None = None,
 ) -> nn.Conv:
-    """A 2-D convolution padded like PyTorch's ``Conv2d(padding=kernel_size // 2)``."""
+    """A 2-D convolution padded like PyTorch's ``Conv2d(padding=kernel_size // 2)``; depthwise
+    and 1x1 ones take the backend's fast path (``conv_ops``), with the same parameters."""
     pad = kernel_size // 2
     return nn.Conv(
         features,
@@ -55,6 +58,7 @@ def conv(
         use_bias=use_bias,
         dtype=dtype,
         kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        conv_general_dilated=conv_ops.conv_general_dilated,
         name=name,
     )
 

@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from segjax.models.conv_ops import conv_implementation
+
 
 class SegmentationModel(nn.Module):
     """``apply(variables, x, train=...)``: (B, H, W, in_channels) -> logits (B, H, W, classes),
@@ -24,6 +26,7 @@ class SegmentationModel(nn.Module):
     deep_supervision: bool = False
     pad_multiple: int | None = None  # default: the encoder's deepest stride
     freeze_encoder_bn: bool = False  # the encoder's BatchNorm uses running statistics always
+    conv_impl: str = "auto"  # how convolutions are computed: see segjax.models.conv_ops
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array | list[jax.Array]:
@@ -37,7 +40,8 @@ class SegmentationModel(nn.Module):
         pad_h, pad_w = -height % multiple, -width % multiple
         if pad_h or pad_w:
             x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        features = self.encoder(x, train and not self.freeze_encoder_bn)
-        outputs = self.decoder(features, train)
+        with conv_implementation(self.conv_impl):
+            features = self.encoder(x, train and not self.freeze_encoder_bn)
+            outputs = self.decoder(features, train)
         outputs = [logits[:, :height, :width] for logits in outputs]
         return outputs if self.deep_supervision else outputs[0]

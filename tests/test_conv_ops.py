@@ -1,0 +1,254 @@
+"""The fused depthwise and 1x1 convolutions (segjax/models/conv_ops.py) against lax's, in value
+and gradient, and the switch that picks between them."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from segjax.models import conv_ops, create_model
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def lax_conv(x, kernel, strides, padding, dilation=(1, 1), groups=1):
+    numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, NHWC)
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        strides,
+        padding,
+        rhs_dilation=dilation,
+        dimension_numbers=numbers,
+        feature_group_count=groups,
+    )
+
+
+def assert_grads_close(got, expected, rtol):
+    """Each leaf within ``rtol`` of its own largest entry, or of the largest gradient anywhere
+    when the leaf is small: through train-mode BatchNorm, gradients that are nearly zero (e.g. a
+    bias before another BatchNorm) are float32 rounding noise on both paths."""
+    expected, got = jax.tree.leaves(expected), jax.tree.leaves(got)
+    scale = max(float(jnp.abs(e).max()) for e in expected)
+    for g, e in zip(got, expected, strict=True):
+        error = float(jnp.abs(g - e).max())
+        assert error <= rtol * max(float(jnp.abs(e).max()), 1e-2 * scale), error
+
+
+def value_and_grads(conv, x, kernel, cotangent):
+    out, vjp = jax.vjp(conv, x, kernel)
+    return (out, *vjp(cotangent))
+
+
+def assert_close(got, expected, rtol):
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape and g.dtype == e.dtype
+        g, e = np.asarray(g, np.float32), np.asarray(e, np.float32)
+        assert np.abs(g - e).max() <= rtol * np.abs(e).max(), np.abs(g - e).max()
+
+
+# (input height, width, kernel, stride, dilation, channel multiplier): odd and even sizes,
+# sizes smaller than the kernel's reach, and every stride and kernel the models use.
+DEPTHWISE_CASES = [
+    (9, 7, 3, 1, 1, 1),
+    (9, 7, 3, 2, 1, 1),
+    (8, 8, 5, 2, 1, 1),
+    (5, 6, 5, 1, 1, 2),
+    (3, 3, 5, 2, 1, 1),
+    (7, 10, 3, 1, 2, 1),
+    (11, 9, 3, 2, 2, 2),
+]
+
+
+@pytest.mark.parametrize("h,w,k,stride,dilation,multiplier", DEPTHWISE_CASES)
+def test_depthwise_equals_lax_in_value_and_gradient(h, w, k, stride, dilation, multiplier):
+    channels = 6
+    keys = jax.random.split(jax.random.PRNGKey(h * 100 + w * 10 + k), 3)
+    x = jax.random.normal(keys[0], (2, h, w, channels))
+    kernel = jax.random.normal(keys[1], (k, k, 1, channels * multiplier))
+    pad = (k // 2) * dilation
+    args = ((stride, stride), ((pad, pad), (pad, pad)), (dilation, dilation))
+    expected_out = lax_conv(x, kernel, *args, groups=channels)
+    cotangent = jax.random.normal(keys[2], expected_out.shape)
+    expected = value_and_grads(
+        lambda a, b: lax_conv(a, b, *args, groups=channels), x, kernel, cotangent
+    )
+    got = value_and_grads(lambda a, b: conv_ops.depthwise_conv(a, b, *args), x, kernel, cotangent)
+    assert_close(got, expected, 1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_equals_lax_in_value_and_gradient(stride):
+    keys = jax.random.split(jax.random.PRNGKey(stride), 3)
+    x = jax.random.normal(keys[0], (2, 7, 9, 5))
+    kernel = jax.random.normal(keys[1], (1, 1, 5, 4))
+    strides = (stride, stride)
+    expected_out = lax_conv(x, kernel, strides, ((0, 0), (0, 0)))
+    cotangent = jax.random.normal(keys[2], expected_out.shape)
+    expected = value_and_grads(
+        lambda a, b: lax_conv(a, b, strides, ((0, 0), (0, 0))), x, kernel, cotangent
+    )
+    got = value_and_grads(lambda a, b: conv_ops.pointwise_conv(a, b, strides), x, kernel, cotangent)
+    assert_close(got, expected, 1e-5)
+
+
+def test_bfloat16_depthwise_is_bfloat16_and_close_to_float32():
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    x = jax.random.normal(keys[0], (2, 9, 9, 8))
+    kernel = jax.random.normal(keys[1], (3, 3, 1, 8))
+    args = ((2, 2), ((1, 1), (1, 1)), (1, 1))
+    exact = value_and_grads(
+        lambda a, b: lax_conv(a, b, *args[:2], groups=8),
+        x,
+        kernel,
+        jax.random.normal(keys[2], (2, 5, 5, 8)),
+    )
+    cotangent = jax.random.normal(keys[2], (2, 5, 5, 8)).astype(jnp.bfloat16)
+    half = (x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16))
+    fused = value_and_grads(lambda a, b: conv_ops.depthwise_conv(a, b, *args), *half, cotangent)
+    standard = value_and_grads(lambda a, b: lax_conv(a, b, *args[:2], groups=8), *half, cotangent)
+    assert all(t.dtype == jnp.bfloat16 for t in fused)
+    assert_close([t.astype(jnp.float32) for t in fused], exact, 2e-2)
+    assert_close(fused, standard, 2e-2)
+
+
+def convolutions_traced(impl, conv):
+    """The number of conv_general_dilated ops and of all ops in ``conv``'s jaxpr under ``impl``
+    (traced afresh: a function JAX has traced keeps the implementation it was traced with)."""
+    with conv_ops.conv_implementation(impl):
+        jaxpr = jax.make_jaxpr(lambda: conv())()
+    names = [eqn.primitive.name for eqn in jaxpr.jaxpr.eqns]
+    return names.count("conv_general_dilated"), len(names)
+
+
+def layer_conv(kernel_size, groups, strides=1):
+    from segjax.models.layers import conv
+
+    layer = conv(8, kernel_size, strides, groups=groups)
+    x = jnp.ones((1, 9, 9, 8))
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    return lambda: layer.apply(variables, x)
+
+
+@pytest.mark.parametrize("kernel_size,groups", [(3, 8), (5, 8), (1, 1)])
+def test_forcing_either_path_changes_how_it_is_traced(kernel_size, groups):
+    conv = layer_conv(kernel_size, groups, strides=2)
+    assert convolutions_traced("lax", conv)[0] == 1
+    assert convolutions_traced("fused", conv)[0] == 0
+    with conv_ops.conv_implementation("lax"):
+        expected = conv()
+    with conv_ops.conv_implementation("fused"):
+        np.testing.assert_allclose(conv(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_and_grouped_convolutions_stay_lax_on_every_path():
+    assert convolutions_traced("fused", layer_conv(3, 1))[0] == 1
+    assert convolutions_traced("fused", layer_conv(3, 2))[0] == 1
+
+
+def test_auto_is_fused_on_cpu_only():
+    assert jax.default_backend() == "cpu"
+    with conv_ops.conv_implementation("auto"):
+        assert conv_ops.resolved_implementation() == "fused"
+    assert conv_ops.FUSED_BACKENDS == ("cpu",)
+
+
+def test_unknown_implementation_is_named():
+    with pytest.raises(ValueError, match="conv_impl='fast'.*'auto', 'lax', 'fused'"):
+        create_model("unet", "ghostnet_050", conv_impl="fast")
+
+
+def model_outputs_and_grads(arch, encoder, impl, x, **options):
+    model = create_model(arch, encoder, num_classes=3, conv_impl=impl, **options)
+    variables = model.init(jax.random.PRNGKey(0), x)
+
+    def loss(params):
+        out = model.apply({**variables, "params": params}, x)
+        out = out if isinstance(out, list) else [out]
+        return sum(jnp.mean(jnp.sin(o)) for o in out), out
+
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+    return out, grads
+
+
+def assert_same_model(arch, encoder, size=32, **options):
+    """Outputs and parameter gradients in eval mode. (Train-mode BatchNorm over a deepest map of
+    a pixel or two per image turns rounding differences into any difference at all; the block
+    test above covers train mode where BatchNorm is well conditioned.)"""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, size, size, 3))
+    standard = model_outputs_and_grads(arch, encoder, "lax", x, **options)
+    fused = model_outputs_and_grads(arch, encoder, "fused", x, **options)
+    assert_close(fused[0], standard[0], 1e-5)
+    assert_grads_close(fused[1], standard[1], 1e-4)
+
+
+def test_ghost_bottleneck_is_the_same_on_both_paths():
+    """A strided GhostNet block with squeeze-excite and a depthwise shortcut: every rewritten
+    kind of convolution, compiled in seconds (whole models: the parity group below)."""
+    from segjax.models.encoders.ghostnet import GhostBottleneck
+
+    block = GhostBottleneck(mid_features=24, features=16, kernel_size=5, strides=2, se_ratio=0.25)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 11, 9, 8))
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+
+    def outputs(impl):
+        def loss(params, x):
+            with conv_ops.conv_implementation(impl):
+                out, _ = block.apply(
+                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+                )
+            return jnp.sum(jnp.sin(out)), out
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables["params"], x
+        )
+
+    (_, expected), expected_grads = outputs("lax")
+    (_, got), got_grads = outputs("fused")
+    assert_close([got], [expected], 1e-5)
+    assert_grads_close(got_grads, expected_grads, 1e-4)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize(
+    "arch,encoder,options",
+    [
+        ("unet", "ghostnet_100", {}),
+        ("unetpp", "ghostnet_050", {"deep_supervision": True, "decoder_block": "ghost"}),
+        ("unet", "resnet18", {}),
+        ("unetpp_paper", None, {"filters": (8, 16, 32)}),
+    ],
+)
+def test_every_model_is_the_same_on_both_paths(arch, encoder, options):
+    assert_same_model(arch, encoder, **options)
+
+
+@pytest.mark.parity
+def test_a_checkpoint_from_before_conv_impl_evaluates_the_same(tfds_dir, tmp_path):
+    """A GhostNet run trained on the lax path, its config.json as runs wrote it before
+    ``model.conv_impl`` existed: restored on the default (fused on CPU) path it gives the metrics
+    it gives on the lax path."""
+    import json
+    import shutil
+
+    from segjax.evaluate import evaluate_run
+    from tests.cli_utils import run, train_command
+
+    before = tmp_path / "before"
+    overrides = ["--config.model.encoder=ghostnet_050", "--config.total_steps=4"]
+    result = run(train_command(tfds_dir, before, *overrides, "--config.model.conv_impl=lax"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lax_copy = tmp_path / "lax"
+    shutil.copytree(before, lax_copy)
+    config_file = before / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["model"]["conv_impl"]
+    config_file.write_text(json.dumps(config))
+
+    old = evaluate_run(str(before), "validation", "latest", num_images=0)
+    standard = evaluate_run(str(lax_copy), "validation", "latest", num_images=0)
+    assert old["step"] == standard["step"] == 4
+    for key, value in standard.items():
+        if isinstance(value, float):
+            assert abs(old[key] - value) <= 1e-5, key
