@@ -34,6 +34,7 @@ def config_with(**values):
         ({"log_every_steps": 0}, "log_every_steps=0 is not valid; it must be an integer >= 1"),
         ({"model__pretrained_sha256": "abc"}, "model.pretrained_sha256='abc' is not valid"),
         ({"model__pretrained_kind": "head"}, "model.pretrained_kind='head' is not valid"),
+        ({"model__conv_impl": "fast"}, "model.conv_impl='fast' is not valid"),
         ({"model__pretrained_kind": "encoder"}, "model.pretrained_kind='encoder' without"),
         ({"optimizer__encoder_lr_factor": -1.0}, "optimizer.encoder_lr_factor=-1.0 is not valid"),
         ({"optimizer__freeze_encoder_steps": -2}, "optimizer.freeze_encoder_steps=-2 is not"),
@@ -125,9 +126,12 @@ def test_model_options_of_the_arch_reach_the_factory():
     assert set(model_defaults()) == {
         "encoder_depth", "decoder_channels", "attention", "decoder_block", "dtype",
         "freeze_encoder_bn", "deep_supervision", "prune_level", "filters", "dropout", "norm",
+        "conv_impl",
     }  # fmt: skip
     frozen = model_from_config(config_with(model__freeze_encoder_bn=True).model, 4, 3)
     assert frozen.freeze_encoder_bn and not model.freeze_encoder_bn
+    assert model.conv_impl == "auto"
+    assert model_from_config(config_with(model__conv_impl="lax").model, 4, 3).conv_impl == "lax"
 
 
 @dataclasses.dataclass
