@@ -138,6 +138,14 @@ def configs_from_flags(argv) -> list:
     return [with_model(args.config, spec) for spec in args.models] or [args.config]
 
 
+def write_rows(path: str | None, rows: list[dict]) -> None:
+    """The rows, with the device they were measured on, as JSON at ``path`` (if given)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
+        print(f"wrote {path}")
+
+
 def main(argv) -> int:
     args = flags.FLAGS
     rows = []
@@ -145,10 +153,7 @@ def main(argv) -> int:
         print(f"measuring {name_of(config)} ...", flush=True)
         rows.append(measure(config, args))
     print_table(rows, args)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f, indent=1)
-        print(f"wrote {args.json}")
+    write_rows(args.json, rows)
     return 0
 
 

@@ -106,3 +106,13 @@ def test_deploy_benchmark_times_every_exported_runtime(tmp_path):
     assert files["onnx_int8"] < 0.4 * files["onnx_fp32"] and files["stablehlo"] > 0
     assert row["smp_skipped"] == "--nosmp"
     assert "| unet:ghostnet_050 |" in result.stdout and "file sizes (MB)" in result.stdout
+
+
+def test_conv_paths_times_both_paths_of_a_depthwise_and_a_1x1_conv():
+    from benchmarks.conv_paths import measure
+
+    for kernel_size, out_channels in ((3, None), (1, 6)):
+        row = measure((2, 9, 7, 4), kernel_size, 2, out_channels, repeats=1)
+        for path in ("lax", "fused"):
+            assert row[f"{path}_forward_ms"] > 0 and row[f"{path}_backward_ms"] > 0
+        assert row["relative_difference"] < 1e-5

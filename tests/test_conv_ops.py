@@ -252,3 +252,36 @@ def test_a_checkpoint_from_before_conv_impl_evaluates_the_same(tfds_dir, tmp_pat
     for key, value in standard.items():
         if isinstance(value, float):
             assert abs(old[key] - value) <= 1e-5, key
+
+
+EXPORTED_CONVS = """
+import re
+import onnx
+from jax import export
+from segjax.export import export_onnx, export_stablehlo
+from tests.export_parity_matrix import restored_model
+
+restored = restored_model("unet", "ghostnet_050")
+graph = onnx.load_from_string(export_onnx(restored, (64, 64))).graph
+groups = [a.i for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+text = export.deserialize(bytearray(export_stablehlo(restored))).mlir_module()
+grouped = re.findall(r"feature_group_count = ([2-9]|[1-9][0-9]+)", text)
+print(sum(g > 1 for g in groups), len(grouped))
+"""
+
+
+@pytest.mark.parity
+def test_exports_hold_grouped_convolutions_not_the_fused_forms():
+    import importlib.util
+    import sys
+
+    from tests.cli_utils import run
+
+    if importlib.util.find_spec("jax2onnx") is None:
+        pytest.skip("the deploy extra is not installed: pip install -e '.[deploy]'")
+    result = run([sys.executable, "-c", EXPORTED_CONVS])  # jax2onnx patches flax: own process
+    assert result.returncode == 0, result.stderr[-3000:]
+    onnx_grouped, stablehlo_grouped = map(int, result.stdout.split()[-2:])
+    # GhostNet-0.5's encoder: a cheap depthwise conv in each of its 32 Ghost modules, plus the
+    # strided and shortcut depthwise convs.
+    assert onnx_grouped >= 32 and stablehlo_grouped >= 32

@@ -133,24 +133,27 @@ def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
     return (size - (kernel - 1) * dilation - 1) // stride + 1
 
 
-def _shifted_sum(padded, kernel, strides, dilation, out_hw):
-    """sum over taps (i, j) of padded[:, i*dh :: sh, j*dw :: sw][:out_h, :out_w] * kernel[i, j],
-    accumulated in float32 or wider."""
+def _windows(padded, kernel_hw, strides, dilation, out_hw):
+    """For each tap (i, j) in row order: padded[:, i*dh :: sh, j*dw :: sw][:, :out_h, :out_w]."""
     (sh, sw), (dh, dw), (oh, ow) = strides, dilation, out_hw
     n, _, _, c = padded.shape
-    accumulator = _accumulator(padded.dtype)
-    total = None
-    for i in range(kernel.shape[0]):
-        for j in range(kernel.shape[1]):
-            window = lax.slice(
+    for i in range(kernel_hw[0]):
+        for j in range(kernel_hw[1]):
+            yield lax.slice(
                 padded,
                 (0, i * dh, j * dw, 0),
                 (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
                 (1, sh, sw, 1),
             )
-            term = window.astype(accumulator) * kernel[i, j].astype(accumulator)
-            total = term if total is None else total + term
-    return total
+
+
+def _shifted_sum(padded, kernel, strides, dilation, out_hw):
+    """The sum over taps of each window (``_windows``) times its kernel tap, accumulated in
+    float32 or wider."""
+    accumulator = _accumulator(padded.dtype)
+    taps = kernel.reshape(-1, kernel.shape[-1]).astype(accumulator)
+    windows = _windows(padded, kernel.shape[:2], strides, dilation, out_hw)
+    return sum(window.astype(accumulator) * tap for window, tap in zip(windows, taps, strict=True))
 
 
 def depthwise_conv(
@@ -236,23 +239,14 @@ def _add_pairwise(totals, values):
 def _kernel_grad(x, grad, kernel_shape, strides, padding, dilation):
     """d(loss)/dkernel: for each tap, the sum over batch and positions of input window times
     output gradient. One variadic reduce over the width computes every tap in one pass (nine
-    separate reductions were 10x slower on XLA:CPU); the short rows it sums sequentially keep
-    float32 error at the level of a pairwise sum, which the remaining small sums use."""
+    separate reductions were several times slower on XLA:CPU); the short rows it sums
+    sequentially keep float32 error at the level of a pairwise sum, which the remaining small
+    sums use."""
     padded = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
-    (sh, sw), (dh, dw) = strides, dilation
-    n, oh, ow, c = grad.shape
     accumulator = _accumulator(grad.dtype)
     grad_acc = grad.astype(accumulator)
-    products = []
-    for i in range(kernel_shape[0]):
-        for j in range(kernel_shape[1]):
-            window = lax.slice(
-                padded,
-                (0, i * dh, j * dw, 0),
-                (n, i * dh + (oh - 1) * sh + 1, j * dw + (ow - 1) * sw + 1, c),
-                (1, sh, sw, 1),
-            )
-            products.append(window.astype(accumulator) * grad_acc)
+    windows = _windows(padded, kernel_shape[:2], strides, dilation, grad.shape[1:3])
+    products = [window.astype(accumulator) * grad_acc for window in windows]
     zeros = [jnp.zeros((), accumulator)] * len(products)
     rows = lax.reduce(products, zeros, _add_pairwise, (2,))
     taps = jnp.stack([jnp.sum(row, axis=(0, 1)) for row in rows])
