@@ -2,13 +2,14 @@
 
 XLA:CPU runs two kinds of convolution far slower than their arithmetic suggests (measured in
 benchmarks/README.md, "Convolution paths"): depthwise convolutions (``feature_group_count`` equal
-to the input channels), forward and above all backward, go to a generic Eigen kernel; and 1x1
-convolutions pay for a convolution's layout handling where a matrix product would do. So on CPU:
+to the input channels), forward and above all backward, go to a generic Eigen kernel; and with
+XLA's YNNPACK fusions on (XLA's default; segjax turns them off, ``segjax/xla_flags.py``) 1x1
+convolutions are slower than the matrix product they are (neutral with them off). So on CPU:
 
 - a depthwise convolution is a sum of ``kh * kw`` shifted, strided slices of the padded input,
   each times one tap of the kernel: elementwise work that XLA fuses into one loop. Its gradient
   (``jax.custom_vjp``) is again a shifted sum for the input and one multiply-reduce per tap for
-  the kernel, instead of the scatter-like transpose of strided slices autodiff would build.
+  the kernel (one variadic reduce for all taps), instead of what autodiff would build.
 - a 1x1 convolution is a ``dot_general`` over the channel axis (after a strided slice if strided).
 
 Everything else (dense 3x3 and 7x7 convolutions, where XLA:CPU's own kernel beats im2col) is
