@@ -86,6 +86,11 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.eval_size = ()  # () = full resolution, else (height, width) to resize to
     data.mean = ()  # () = ImageNet statistics
     data.std = ()
+    # Instance models: detection targets per training crop, with this many slots (0: none; the
+    # largest objects are kept where a crop holds more), objects cut by the crop to fewer
+    # pixels than min_instance_area dropped.
+    data.max_instances = 0
+    data.min_instance_area = 4
     data.num_threads = 2
     data.prefetch = 4
     data.augment = ml_collections.ConfigDict()

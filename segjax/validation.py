@@ -186,6 +186,8 @@ def _schema() -> dict[str, Rule]:
         "data.eval_size": sizes(empty=True),
         "data.mean": numbers(empty=True),
         "data.std": numbers(low=1e-12, empty=True),
+        "data.max_instances": integer(0),
+        "data.min_instance_area": integer(1),
         "data.num_threads": integer(0),
         "data.prefetch": integer(0),
         "data.augment.scale_range": numbers(2, low=1e-3),

@@ -32,8 +32,11 @@ def random_scale_crop(
     size: Sequence[int],
     scale_range: Sequence[float],
     rng: np.random.Generator,
+    labels: Sequence[np.ndarray] = (),
 ):
-    """(image, mask, valid) of ``size``: a random window, zoomed by a log-uniform scale."""
+    """(image, mask, valid, *labels) of ``size``: a random window, zoomed by a log-uniform scale.
+    ``labels`` (H, W) integer maps (instance ids) take the mask's nearest-neighbour warp, 0
+    outside the image; they draw nothing from ``rng``."""
     height, width = image.shape[:2]
     low, high = scale_range
     scale = float(np.exp(rng.uniform(np.log(low), np.log(high))))
@@ -49,7 +52,13 @@ def random_scale_crop(
     valid = _warp(
         np.ones((height, width, 1), np.uint8), size, coefficients, Image.Resampling.NEAREST, 0
     )[..., 0].astype(bool)
-    return image, mask, valid
+    warped = [
+        _warp(label.astype(np.int32)[..., None], size, coefficients, Image.Resampling.NEAREST, 0)[
+            ..., 0
+        ]
+        for label in labels
+    ]
+    return (image, mask, valid, *warped)
 
 
 def resize(image: np.ndarray, mask: np.ndarray, size: Sequence[int]):

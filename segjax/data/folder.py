@@ -4,6 +4,8 @@ Layout::
 
     root/images/<stem>.<png|jpg|jpeg|tif|tiff|bmp>   any size; read as greyscale, RGB or RGBA
     root/masks/<stem>.png                            class ids, or 0/255 for a binary mask
+    root/instances/<stem>.png optional, for instance segmentation: 8- or 16-bit label map,
+                              0 = background, k > 0 = one id per object (all images or none)
     root/splits.json      optional {"train": [stems], "validation": [...], "test": [...]}
     root/classes.json     optional {"classes": ["background", ...], "ignore_label": 255}
 
@@ -31,7 +33,7 @@ import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
 from segjax.data.errors import DataError
-from segjax.data.png import encode_png
+from segjax.data.png import encode_label_map, encode_png
 from segjax.files import read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -159,6 +161,24 @@ def load_mask(path: str, ignore_label: int | None) -> np.ndarray:
     return mask
 
 
+def load_instances(path: str) -> np.ndarray:
+    """An instance label map file as int32 (H, W): single channel, 8 or 16 bits."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "P", "I", "I;16", "I;16B"):
+                raise DataError(
+                    f"{path}: an instance map must be a single-channel 8- or 16-bit PNG of "
+                    f"object ids, got mode {image.mode}"
+                )
+            labels = np.asarray(image).astype(np.int64)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+        raise DataError(f"{path}: cannot read instance map ({error})") from None
+    if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
+        raise DataError(f"{path}: object ids {labels.min()}..{labels.max()} are outside 0..65535")
+    return labels.astype(np.int32)
+
+
 def check_mask_values(
     where: str, mask: np.ndarray, num_classes: int, ignore_label: int | None
 ) -> None:
@@ -175,7 +195,7 @@ def check_mask_values(
 
 def fingerprint(root: str, options: tuple) -> str:
     digest = hashlib.sha256(repr((os.path.abspath(root), options)).encode())
-    for sub in ("images", "masks"):
+    for sub in ("images", "masks", "instances"):
         directory = os.path.join(root, sub)
         for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
             stat = os.stat(os.path.join(directory, name))
@@ -191,10 +211,11 @@ def fingerprint(root: str, options: tuple) -> str:
 class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
     """Images and masks from a folder (see the module docstring for the layout)."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "1.1.0": "Mask values seen at preparation in the metadata; 4-channel images.",
+        "1.2.0": "Optional instance label maps (root/instances).",
     }
     BUILDER_CONFIG_CLS = FolderConfig
 
@@ -227,18 +248,23 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         channels = self.builder_config.channels
         classes, ignore = read_classes(self.builder_config.root)
+        features = {
+            "image": tfds.features.Image(shape=(None, None, channels)),
+            "mask": tfds.features.Image(shape=(None, None, 1)),
+            "name": tfds.features.Text(),
+        }
+        has_instances = os.path.isdir(os.path.join(self.builder_config.root, "instances"))
+        if has_instances:  # PNG bytes: TFDS decodes 16-bit images only with OpenCV
+            features["instances"] = tfds.features.Tensor(shape=(), dtype=np.object_)
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"Images and masks from {self.builder_config.root}",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, channels)),
-                    "mask": tfds.features.Image(shape=(None, None, 1)),
-                    "name": tfds.features.Text(),
-                }
-            ),
+            features=tfds.features.FeaturesDict(features),
             metadata=tfds.core.MetadataDict(
-                class_names=classes, ignore_label=ignore, mask_values={}
+                class_names=classes,
+                ignore_label=ignore,
+                mask_values={},
+                has_instances=has_instances,
             ),
         )
 
@@ -261,9 +287,19 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                     else ""
                 )
             )
+        instances = None
+        if os.path.isdir(os.path.join(c.root, "instances")):
+            instances = _files_by_stem(os.path.join(c.root, "instances"), (".png",))
+            missing = [s for s in images if s not in instances]
+            if missing:
+                raise DataError(
+                    f"{images[missing[0]]}: no instance map "
+                    f"{os.path.join(c.root, 'instances', missing[0])}.png (an instances/ folder "
+                    f"needs one per image; {len(missing)} missing)"
+                )
         splits = read_splits(c.root, sorted(images), c.fractions, c.split_seed)
         classes, ignore = read_classes(c.root)
-        pairs = {s: (images[s], masks[s]) for s in images}
+        pairs = {s: (images[s], masks[s], instances[s] if instances else None) for s in images}
         # Class count: from classes.json, else from the masks themselves (checked in one pass).
         num_classes = len(classes) if classes else None
         return {
@@ -274,7 +310,7 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, items, num_classes, ignore_label):
         channels = self.builder_config.channels
-        for stem, image_path, mask_path in items:
+        for stem, image_path, mask_path, instances_path in items:
             image = load_image(image_path, channels)
             mask = load_mask(mask_path, ignore_label)
             if mask.shape != image.shape[:2]:
@@ -282,6 +318,16 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                     f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but "
                     f"image {image_path} is {image.shape[0]}x{image.shape[1]}"
                 )
+            extra = {}
+            if instances_path is not None:
+                instances = load_instances(instances_path)
+                if instances.shape != image.shape[:2]:
+                    raise DataError(
+                        f"{instances_path}: instance map is {instances.shape[0]}x"
+                        f"{instances.shape[1]} but image {image_path} is "
+                        f"{image.shape[0]}x{image.shape[1]}"
+                    )
+                extra["instances"] = encode_label_map(instances)
             if num_classes is not None:
                 check_mask_values(mask_path, mask, num_classes, ignore_label)
             seen = self.info.metadata["mask_values"]  # saved with the prepared dataset
@@ -289,5 +335,10 @@ class SegjaxFolder(tfds.core.GeneratorBasedBuilder):
                 seen.setdefault(str(int(value)), mask_path)
             yield (
                 stem,
-                {"image": encode_png(image), "mask": encode_png(mask[..., None]), "name": stem},
+                {
+                    "image": encode_png(image),
+                    "mask": encode_png(mask[..., None]),
+                    "name": stem,
+                    **extra,
+                },
             )

@@ -17,6 +17,9 @@ empty examples. ``valid`` marks the pixels that count (not padding, not the igno
 
 Each batch: ``image`` float32 (b, H, W, C) normalised, ``label`` int32 (b, H, W) (0 where not
 valid), ``valid`` bool (b, H, W), ``index`` int32 (b,) position in the split (-1 for padding).
+Training batches of instance models (``data.max_instances`` > 0) also hold the detection targets
+of ``segjax.data.instances``: ``instances`` int32 (b, H, W), ``boxes`` float32 (b, M, 4) and
+``classes`` int32 (b, M).
 """
 
 import dataclasses
@@ -30,6 +33,7 @@ import numpy as np
 from segjax.data import augment
 from segjax.data.errors import DataError
 from segjax.data.folder import check_mask_values
+from segjax.data.instances import instance_targets
 from segjax.data.sources import Dataset, SplitSource
 
 
@@ -64,6 +68,8 @@ class Preprocess:
     color_jitter: float
     mean: tuple[float, ...] | None  # None: ImageNet statistics
     std: tuple[float, ...] | None
+    max_instances: int = 0  # > 0: detection targets with this many slots
+    min_instance_area: int = 1
 
     def _labels(self, example: dict, mask: np.ndarray, valid: np.ndarray):
         where = f"dataset {self.dataset!r}, example {example['name']!r}"
@@ -73,20 +79,39 @@ class Preprocess:
         return np.where(valid, mask, 0).astype(np.int32), valid
 
     def train(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        image, mask, valid = augment.random_scale_crop(
-            example["image"], example["mask"], self.image_size, self.scale_range, rng
+        with_instances = self.max_instances > 0
+        if with_instances and "instances" not in example:
+            raise DataError(
+                f"dataset {self.dataset!r}, example {example['name']!r}: data.max_instances="
+                f"{self.max_instances} needs instance maps, and this dataset has none"
+            )
+        extra = [example["instances"]] if with_instances else []
+        image, mask, valid, *extra = augment.random_scale_crop(
+            example["image"], example["mask"], self.image_size, self.scale_range, rng, extra
         )
-        image, mask, valid = augment.flip_and_rotate(
-            [image, mask, valid], rng, self.hflip, self.vflip, self.rot90
+        image, mask, valid, *extra = augment.flip_and_rotate(
+            [image, mask, valid, *extra], rng, self.hflip, self.vflip, self.rot90
         )
         image = augment.color_jitter(image, self.color_jitter, rng)
         label, valid = self._labels(example, mask, valid)
-        return {
+        out = {
             "image": augment.normalize(image, self.mean, self.std),
             "label": label,
             "valid": valid,
             "index": np.int32(example["index"]),
         }
+        if with_instances:
+            out.update(
+                instance_targets(
+                    extra[0],
+                    label,
+                    valid,
+                    self.num_classes,
+                    self.max_instances,
+                    self.min_instance_area,
+                )
+            )
+        return out
 
     def evaluate(
         self,
@@ -133,6 +158,8 @@ def make_preprocess(dataset: Dataset, data: Any) -> Preprocess:
         color_jitter=float(aug.color_jitter),
         mean=tuple(data.mean) if data.mean else None,
         std=tuple(data.std) if data.std else None,
+        max_instances=int(data.get("max_instances", 0)),
+        min_instance_area=int(data.get("min_instance_area", 1)),
     )
 
 

@@ -3,7 +3,8 @@
 Each image has a dark, textured, noisy background and up to 6 overlapping shapes (ellipse,
 rectangle, triangle) of varied scale, rotation, colour and texture, each at least
 ``MIN_CONTRAST`` brighter than the background in every channel; the mask holds the class of the
-topmost shape at each pixel. The label is readable from the pixels: each shape stays at least
+topmost shape at each pixel, and the instance map (``instances``, PNG bytes) which shape it is
+(1, 2, ...). The label is readable from the pixels: each shape stays at least
 ``MIN_VISIBLE`` in view, and shapes that overlap differ in colour. Every example is a function
 of (seed, split, index) alone, so two builds with one seed are identical, whatever the machine.
 
@@ -16,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from segjax.data.png import encode_png
+from segjax.data.png import encode_label_map, encode_png
 
 CLASS_NAMES = ("background", "ellipse", "rectangle", "triangle")
 SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
@@ -98,8 +99,11 @@ def _place_shape(rng, size, shapes, areas, colours, base):
     return None
 
 
-def generate_example(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One (image uint8 (size, size, 3), mask uint8 (size, size)) pair."""
+def generate_example(
+    seed: int, split: str, index: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One (image uint8 (size, size, 3), mask uint8 (size, size), instances int32 (size, size))
+    example; instance ids are 1, 2, ... in drawing order (0: background)."""
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(15, 95, 3)  # a dark, textured background
@@ -119,18 +123,27 @@ def generate_example(seed: int, split: str, index: int, size: int) -> tuple[np.n
         mask[inside] = kind
         shapes[inside] = len(colours)
     image += rng.normal(0, rng.uniform(2, 10), image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8), mask
+    return np.clip(image, 0, 255).astype(np.uint8), mask, relabel_instances(shapes)
+
+
+def relabel_instances(shapes: np.ndarray) -> np.ndarray:
+    """Instance ids 1..N of the shapes still in view (a shape can be hidden entirely)."""
+    ids, inverse = np.unique(shapes, return_inverse=True)
+    offset = 1 if ids[0] == 0 else 0
+    new = np.arange(len(ids)) + 1 - offset
+    return np.where(shapes > 0, new[inverse.reshape(shapes.shape)], 0).astype(np.int32)
 
 
 class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
     """Synthetic shapes: background plus ellipses, rectangles and triangles."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {
         "1.0.0": "First release.",
         "1.1.0": "Shapes brighter than a dark background; softer textures and noise.",
         "1.2.0": "Every label readable from the pixels: shapes mostly in view, and overlapping "
         "shapes in distinct colours.",
+        "1.3.0": "Instance label maps (same images and masks).",
     }
     BUILDER_CONFIGS = [
         ShapesConfig(name="default", description="2000/200/200 images of 128x128"),
@@ -152,10 +165,13 @@ class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
                 {
                     "image": tfds.features.Image(shape=(None, None, 3)),
                     "mask": tfds.features.Image(shape=(None, None, 1)),
+                    "instances": tfds.features.Tensor(shape=(), dtype=np.object_),
                     "name": tfds.features.Text(),
                 }
             ),
-            metadata=tfds.core.MetadataDict(class_names=list(CLASS_NAMES), ignore_label=None),
+            metadata=tfds.core.MetadataDict(
+                class_names=list(CLASS_NAMES), ignore_label=None, has_instances=True
+            ),
         )
 
     def _split_generators(self, dl_manager):
@@ -166,9 +182,14 @@ class SegjaxShapes(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, count: int):
         c = self.builder_config
         for index in range(count):
-            image, mask = generate_example(c.seed, split, index, c.image_size)
+            image, mask, instances = generate_example(c.seed, split, index, c.image_size)
             name = f"{split}_{index:05d}"
             yield (
                 name,
-                {"image": encode_png(image), "mask": encode_png(mask[..., None]), "name": name},
+                {
+                    "image": encode_png(image),
+                    "mask": encode_png(mask[..., None]),
+                    "instances": encode_label_map(instances),
+                    "name": name,
+                },
             )

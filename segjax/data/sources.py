@@ -1,7 +1,8 @@
 """From ``config.data`` to random-access split sources with one example format.
 
 Every source yields ``{"image": uint8 (H, W, C), "mask": uint8 (H, W) class ids, "name": str,
-"index": int}``. Datasets are read as TFDS ``array_record`` data sources (random access, no
+"index": int}``, and ``"instances"``: int32 (H, W) object ids (0 = background) where the dataset
+has instance maps. Datasets are read as TFDS ``array_record`` data sources (random access, no
 TensorFlow): that is what makes the input order a pure function of the seed and a resumed run's
 position exact.
 
@@ -25,6 +26,7 @@ from segjax.data import folder as _folder  # noqa: F401  (registers segjax_folde
 from segjax.data import shapes as _shapes  # noqa: F401  (registers segjax_shapes)
 from segjax.data.errors import DataError
 from segjax.data.folder import SPLITS
+from segjax.data.png import decode_label_map
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,12 +100,15 @@ class SplitSource:
             mask = (mask.astype(np.int32) + self.mask_offset).astype(np.uint8)
         name = record[self.name_key] if self.name_key else str(index)
         image = np.asarray(record[self.image_key])
-        return {
+        example = {
             "image": image if image.ndim == 3 else image[..., None],
             "mask": mask,
             "name": name.decode() if isinstance(name, bytes) else str(name),
             "index": int(index),
         }
+        if "instances" in record:
+            example["instances"] = decode_label_map(record["instances"])
+        return example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +117,7 @@ class Dataset:
     splits: dict[str, SplitSource]
     class_names: tuple[str, ...]
     ignore_label: int | None
+    has_instances: bool = False  # every example has an ``instances`` map
 
     @property
     def num_classes(self) -> int:
@@ -215,7 +221,13 @@ def load_dataset(data: Any) -> Dataset:
         sources = builder.as_data_source()
         label = data.path if name == "folder" else name  # what messages call the dataset
         splits = {s: SplitSource(sources[s], label, s) for s in SPLITS if s in sources}
-        dataset = Dataset(label, splits, class_names, meta.get("ignore_label"))
+        dataset = Dataset(
+            label,
+            splits,
+            class_names,
+            meta.get("ignore_label"),
+            bool(meta.get("has_instances", False)),
+        )
         if name == "folder" and not meta.get("class_names"):
             ignore = data.ignore_label if dataset.ignore_label is None else dataset.ignore_label
             check_class_count(data, builder.info.metadata.get("mask_values") or {}, ignore)
