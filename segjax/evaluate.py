@@ -3,10 +3,18 @@
 Restores the best checkpoint by the run's ``best_metric`` (or ``--checkpoint latest`` / a step),
 evaluates the split with the run's config, prints a table, writes ``WORKDIR/eval_<split>.json``
 and PNGs of a few predictions beside their ground truth in ``WORKDIR/predictions_<split>/``.
+
+Instance segmentation (``segjax.instances``): a Mask R-CNN run is scored with the DSB 2018 metric
+and COCO mask AP; a semantic run is too with ``--instances watershed`` (or ``components``, or
+both, comma-separated: the first gives the headline keys, the others ``<method>/<key>``), its
+foreground split into objects. The JSON then also holds one record per image (DSB score, true
+and predicted object counts) and the host post-processing time per image, and the PNGs show the
+image, the true objects and the predicted ones.
 """
 
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -15,15 +23,21 @@ from PIL import Image
 
 from segjax import cli
 from segjax import metrics as metrics_lib
+from segjax.data.augment import resize
+from segjax.detection.label_maps import SPLITTERS
+from segjax.errors import UserError
 from segjax.files import write_atomically
+from segjax.instances import Splitter, jit_instances, predict_instances, score
+from segjax.models import is_instance_model
 from segjax.trainer import (
     dataset_record,
+    describe_metrics,
     eval_batches,
     jit_eval_step,
     jit_predict,
     restore_for_evaluation,
 )
-from segjax.visualize import colourise, denormalise, side_by_side
+from segjax.visualize import colourise, denormalise, instance_overlay, side_by_side
 from segjax.workdir import read_dataset_record, write_dataset_record
 
 
@@ -37,6 +51,18 @@ def define_flags() -> None:
         "latest checkpoint is reported and the next one used",
     )
     flags.DEFINE_integer("num_images", 6, "predictions to save as PNGs")
+    flags.DEFINE_list(
+        "instances",
+        [],
+        "for a semantic run: score it as instance segmentation, its foreground split into "
+        f"objects by {' or '.join(SPLITTERS)} (comma-separated for several)",
+    )
+    flags.DEFINE_float(
+        "seed_height",
+        2.0,
+        "watershed: least height of a seed (h-maxima of the distance transform, in pixels)",
+    )
+    flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
 
 
 def format_table(results: dict[str, float], class_names) -> str:
@@ -61,11 +87,85 @@ def format_table(results: dict[str, float], class_names) -> str:
     return "\n".join(lines)
 
 
+def _instance_png(run, image_dir: str, result, source) -> None:
+    example = source[result.index]
+    image = example["image"]
+    image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    eval_size = tuple(run.config.data.eval_size) or None
+    if eval_size:
+        image = resize(image, example["mask"], eval_size)[0]
+    panels = [
+        image,
+        instance_overlay(image, result.true),
+        instance_overlay(image, result.predicted),
+    ]
+    name = result.name.replace("/", "_")
+    Image.fromarray(side_by_side(panels)).save(os.path.join(image_dir, f"{name}.png"))
+
+
+def evaluate_instance_run(
+    workdir: str, split: str, which: str, num_images: int, methods: list[str], options: dict
+) -> dict:
+    """The instance evaluation (module docstring)."""
+    run, state, step = restore_for_evaluation(workdir, which)
+    if not run.dataset.has_instances:
+        raise UserError(
+            f"dataset {run.dataset.name!r} has no instance maps to score against (a folder "
+            "dataset needs an instances/ folder)"
+        )
+    source = run.dataset.split(split)
+    detector = is_instance_model(run.model)
+    if detector and methods:
+        raise UserError(
+            f"--instances={','.join(methods)}: only for semantic runs; "
+            f"{workdir} is a {run.config.model.arch} run, which finds objects itself"
+        )
+    image_dir = os.path.join(workdir, f"predictions_{split}")
+    os.makedirs(image_dir, exist_ok=True)
+    report = {"split": split, "step": step, "checkpoint": which, "examples": len(source)}
+    saved = 0
+    for position, method in enumerate(methods or [None]):
+        splitter = (
+            None
+            if detector
+            else Splitter(method, min_area=options["min_area"], seed_height=options["seed_height"])
+        )
+        fn = jit_instances(run, splitter)
+        results, start = [], time.perf_counter()
+        for result in predict_instances(fn, state, run, split, splitter):
+            results.append(result)
+            if position == 0 and saved < num_images and jax.process_index() == 0:
+                _instance_png(run, image_dir, result, source)
+                saved += 1
+        seconds = time.perf_counter() - start
+        metrics, records = score(results)
+        prefix = "" if position == 0 else f"{method}/"
+        report.update({prefix + k: v for k, v in metrics.items()})
+        report[prefix + "seconds_per_image"] = seconds / len(results)
+        report[prefix + "per_image"] = records
+        if method:
+            report[prefix + "method"] = method
+        label = f"{run.config.model.arch} + {method}" if method else run.config.model.arch
+        print(f"{label}: {describe_metrics(metrics)}")
+    if jax.process_index() == 0:
+        write_atomically(
+            os.path.join(workdir, f"eval_{split}.json"),
+            json.dumps(report, indent=2, sort_keys=True),
+        )
+    print(
+        f"\nwrote {os.path.join(workdir, f'eval_{split}.json')} and {saved} PNGs in {image_dir}"
+        " (image | true objects | predicted objects)"
+    )
+    return report
+
+
 def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     run, state, step = restore_for_evaluation(workdir, which)
     config = run.config
     if jax.process_index() == 0 and read_dataset_record(workdir) is None:
         write_dataset_record(workdir, dataset_record(run))  # a workdir from before the records
+    if is_instance_model(run.model):
+        return evaluate_instance_run(workdir, split, which, num_images, [], {})
     source = run.dataset.split(split)  # a missing or empty split: one line naming it
     p_eval, p_predict = jit_eval_step(run), jit_predict(run)
 
@@ -119,7 +219,16 @@ def main(argv) -> int:
     cli.positional(argv)
     cli.require("workdir")
     args = flags.FLAGS
-    evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images)
+    unknown = [m for m in args.instances if m not in SPLITTERS]
+    if unknown:
+        raise UserError(f"--instances={','.join(args.instances)}: choose among {list(SPLITTERS)}")
+    if args.instances:
+        options = {"min_area": args.min_area, "seed_height": args.seed_height}
+        evaluate_instance_run(
+            args.workdir, args.split, args.checkpoint, args.num_images, args.instances, options
+        )
+    else:
+        evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images)
     return 0
 
 

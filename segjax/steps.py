@@ -1,6 +1,10 @@
 """The train state and the pure step functions the loop jit-compiles: ``train_step`` (one
-optimizer update on a global batch, with gradient accumulation) and ``eval_step`` (confusion
-matrices of a global batch)."""
+optimizer update on a global batch, with gradient accumulation), ``eval_step`` (confusion
+matrices of a global batch) and ``detect_step`` (an instance model's detections).
+
+What a training step minimises is an *objective*, ``objective(model, variables, batch, rng) ->
+(loss, loss parts, updated batch_stats)``: ``semantic_objective(loss_fn)`` for segmentation
+models, ``instance_objective`` for Mask R-CNN."""
 
 from typing import Any
 
@@ -10,6 +14,8 @@ import optax
 from flax.training import train_state
 
 from segjax import metrics as metrics_lib
+from segjax.detection.losses import maskrcnn_loss
+from segjax.losses import probabilities as losses_probabilities
 
 
 class TrainState(train_state.TrainState):
@@ -38,23 +44,55 @@ def create_train_state(rng: jax.Array, model, tx, input_shape) -> TrainState:
     )
 
 
+def semantic_objective(loss_fn):
+    """A segmentation model's objective: ``loss_fn(logits, label, valid)`` of its outputs."""
+
+    def objective(model, variables, batch, rng):
+        outputs, updates = model.apply(
+            variables, batch["image"], train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+        )
+        loss, parts = loss_fn(outputs, batch["label"], batch["valid"])
+        return loss, parts, updates.get("batch_stats", variables.get("batch_stats", {}))
+
+    return objective
+
+
+def instance_objective(model, variables, batch, rng):
+    """Mask R-CNN's objective: its five losses on the batch's detection targets, the proposal
+    sampling drawn from ``rng``."""
+    outputs, updates = model.apply(
+        variables,
+        batch["image"],
+        batch["boxes"],
+        batch["classes"],
+        batch["instances"],
+        method="train_outputs",
+        mutable=["batch_stats"],
+        rngs={"sample": rng},
+    )
+    loss, parts = maskrcnn_loss(outputs)
+    return loss, parts, updates.get("batch_stats", variables.get("batch_stats", {}))
+
+
 def train_step(
-    state: TrainState, batch: dict, *, model, loss_fn, accumulation_steps: int = 1
+    state: TrainState,
+    batch: dict,
+    *,
+    model,
+    loss_fn=None,
+    objective=None,
+    accumulation_steps: int = 1,
 ) -> tuple[TrainState, dict]:
     """One optimizer update on a global batch, split into ``accumulation_steps`` micro-batches
-    whose gradients are averaged. Returns the new state and scalar metrics."""
+    whose gradients are averaged. Minimises ``objective``, or ``semantic_objective(loss_fn)``.
+    Returns the new state and scalar metrics."""
     step_rng = jax.random.fold_in(state.dropout_rng, state.step)
+    if objective is None:
+        objective = semantic_objective(loss_fn)
 
     def loss_and_stats(params, batch_stats, micro, rng):
-        outputs, updates = model.apply(
-            variables_of(params, batch_stats),
-            micro["image"],
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": rng},
-        )
-        loss, parts = loss_fn(outputs, micro["label"], micro["valid"])
-        return loss, (updates.get("batch_stats", batch_stats), parts)
+        loss, parts, new_stats = objective(model, variables_of(params, batch_stats), micro, rng)
+        return loss, (new_stats, parts)
 
     grad_fn = jax.value_and_grad(loss_and_stats, has_aux=True)
     if accumulation_steps == 1:
@@ -98,3 +136,20 @@ def eval_step(
     a padding row, with no valid pixel, is all zeros."""
     predictions = predict_step(state, batch["image"], model=model, mode=mode)
     return metrics_lib.per_image_confusion(predictions, batch["label"], batch["valid"], num_classes)
+
+
+def detect_step(state: TrainState, images: jax.Array, *, model) -> dict[str, jax.Array]:
+    """An instance model's detections of a batch (``MaskRCNN.__call__``)."""
+    return model.apply(state.variables, images, train=False)
+
+
+def foreground_step(state: TrainState, images: jax.Array, *, model, mode: str) -> jax.Array:
+    """(B, H, W) foreground probability of a segmentation model (1 - P(background); deep
+    supervision averaged in 'accurate' mode, the last head in 'fast'): what the semantic
+    instance baseline splits into objects."""
+    outputs = model.apply(state.variables, images, train=False)
+    heads = outputs if isinstance(outputs, list | tuple) else [outputs]
+    if mode == "fast":
+        heads = heads[-1:]
+    probabilities = sum(losses_probabilities(h) for h in heads) / len(heads)
+    return 1.0 - probabilities[..., 0]

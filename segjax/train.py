@@ -38,7 +38,7 @@ def main(argv) -> int:
     parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     metrics = train_and_evaluate(args.config, args.workdir, args.force_config)
     if metrics and jax.process_index() == 0:
-        keys = ("miou", "dice", "pixel_accuracy")
+        keys = ("miou", "dice", "pixel_accuracy", "dsb_score", "mask_ap", "mask_ap50")
         print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k in keys}))
     return 0
 

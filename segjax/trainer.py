@@ -34,12 +34,22 @@ from segjax.data import eval_dataset, load_dataset, train_iterator
 from segjax.defaults import base_config
 from segjax.errors import TrainingError, WorkdirError
 from segjax.files import write_atomically
+from segjax.instances import evaluate_instances, jit_instances
 from segjax.losses import make_loss
+from segjax.models import is_instance_model
 from segjax.models.summary import format_macs, summarize
 from segjax.optim import create_optimizer
 from segjax.pretrained import load_pretrained
 from segjax.reporting import MetricWriter, Progress, format_duration
-from segjax.steps import TrainState, create_train_state, eval_step, predict_step, train_step
+from segjax.steps import (
+    TrainState,
+    create_train_state,
+    eval_step,
+    instance_objective,
+    predict_step,
+    semantic_objective,
+    train_step,
+)
 
 
 def say(message: str) -> None:
@@ -103,16 +113,24 @@ def _assemble(config: ml_collections.ConfigDict, dataset, model, in_channels: in
     )
 
 
+def objective_of(run: Run):
+    """What the run's train step minimises: Mask R-CNN's losses, or ``config.loss``."""
+    if is_instance_model(run.model):
+        return instance_objective
+    config = run.config
+    return semantic_objective(
+        make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
+    )
+
+
 def jit_train_step(run: Run):
     """``train_step`` for this run's model and loss, jitted over the mesh, the state donated."""
-    config = run.config
-    loss_fn = make_loss(config.loss.weights.to_dict(), config.loss.options.to_dict())
     return jax.jit(
         functools.partial(
             train_step,
             model=run.model,
-            loss_fn=loss_fn,
-            accumulation_steps=config.accumulation_steps,
+            objective=objective_of(run),
+            accumulation_steps=run.config.accumulation_steps,
         ),
         in_shardings=(run.replicated, run.batch_sharding),
         out_shardings=(run.replicated, run.replicated),
@@ -121,6 +139,9 @@ def jit_train_step(run: Run):
 
 
 def jit_eval_step(run: Run):
+    """The step ``evaluate`` runs: confusion matrices, or an instance model's detections."""
+    if is_instance_model(run.model):
+        return jit_instances(run)
     return jax.jit(
         functools.partial(
             eval_step,
@@ -152,11 +173,29 @@ def eval_batches(run: Run, split: str) -> Iterator[tuple[dict, dict]]:
 
 
 def evaluate(eval_fn, state: TrainState, run: Run, split: str) -> dict[str, float]:
-    """Metrics of ``state`` over the whole split, pooled over its pixels."""
+    """Metrics of ``state`` over the whole split: pooled over its pixels, or for an instance
+    model the DSB score and mask AP (``segjax.instances``)."""
+    if is_instance_model(run.model):
+        return evaluate_instances(eval_fn, state, run, split)
     confusion = 0
     for _, batch in eval_batches(run, split):
         confusion = confusion + np.asarray(eval_fn(state, batch).addressable_data(0)).sum(axis=0)
     return metrics_lib.summarize(confusion, list(run.dataset.class_names))
+
+
+def describe_metrics(metrics: dict[str, float]) -> str:
+    """The headline eval metrics in one line."""
+    if "dsb_score" in metrics:
+        return (
+            f"DSB score {metrics['dsb_score']:.4f}  mask AP {metrics['mask_ap']:.4f}  AP50 "
+            f"{metrics['mask_ap50']:.4f}  objects/image "
+            f"{metrics['predicted_objects_per_image']:.1f} (true "
+            f"{metrics['true_objects_per_image']:.1f})"
+        )
+    return (
+        f"mIoU {metrics['miou']:.4f}  Dice {metrics['dice']:.4f}  pixel accuracy "
+        f"{metrics['pixel_accuracy']:.4f}"
+    )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -451,11 +490,7 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
                 eval_metrics = evaluate(p_eval, state, run, config.eval_split)
                 record.update({f"eval/{k}": v for k, v in eval_metrics.items()})
                 record["eval/seconds"] = time.perf_counter() - eval_start
-                say(
-                    f"eval {config.eval_split} at step {step}: mIoU {eval_metrics['miou']:.4f}"
-                    f"  Dice {eval_metrics['dice']:.4f}  pixel accuracy "
-                    f"{eval_metrics['pixel_accuracy']:.4f}"
-                )
+                say(f"eval {config.eval_split} at step {step}: {describe_metrics(eval_metrics)}")
             writer.write(step, record)
             if step % config.checkpoint_every_steps == 0 or evaluate_now or last or stop.requested:
                 _check_finite(pending, checkpointer)

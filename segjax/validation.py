@@ -25,11 +25,13 @@ from segjax.model_config import (
     model_from_config,
 )
 from segjax.models.conv_ops import IMPLEMENTATIONS
-from segjax.models.factory import ARCHS, DTYPES
+from segjax.models.detection import PYRAMIDS
+from segjax.models.factory import ARCHS, DTYPES, INSTANCE_ARCHS
 from segjax.optim import OPTIMIZERS, SCHEDULES
 
 # A rule normalises a value or returns None if it is not allowed; its text says what is.
 Rule = tuple[Callable[[Any], Any], str]
+INSTANCE_METRICS = ("dsb_score", "mask_ap", "mask_ap50", "mask_ap75")
 SUMMARY_METRICS = ("miou", "dice", "precision", "recall", "pixel_accuracy")
 PER_CLASS_METRICS = ("iou", "dice")
 
@@ -196,6 +198,20 @@ def _schema() -> dict[str, Rule]:
         "data.augment.rot90": boolean(),
         "data.augment.color_jitter": real(0.0, 1.0),
     }
+    # Mask R-CNN's options: checked in full by create_model; here by their type.
+    for key, default in model_defaults().items():
+        if f"model.{key}" in schema:
+            continue
+        if isinstance(default, tuple):
+            schema[f"model.{key}"] = numbers(low=0.0)
+        elif isinstance(default, bool):
+            schema[f"model.{key}"] = boolean()
+        elif isinstance(default, int):
+            schema[f"model.{key}"] = integer(1)
+        elif isinstance(default, float):
+            schema[f"model.{key}"] = real(0.0)
+        elif key == "pyramid":
+            schema[f"model.{key}"] = choice(PYRAMIDS)
     assert set(model_defaults()) | {"arch", "encoder", *PRETRAINED_KEYS} == {
         k.removeprefix("model.") for k in schema if k.startswith("model.")
     }, "every create_model option needs a rule here"
@@ -287,6 +303,14 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
             "give one value per channel each"
         )
     build_model(config, num_classes=2, in_channels=3)  # the factory checks the model options
+    if config.model.arch in INSTANCE_ARCHS:
+        if config.data.max_instances < 1:
+            raise ConfigError(
+                f"data.max_instances={config.data.max_instances}: model.arch="
+                f"{config.model.arch!r} needs detection targets; set it to the most objects a "
+                "training crop holds (e.g. 128)"
+            )
+
     if config.model.pretrained and config.model.arch.endswith("_paper"):
         raise ConfigError(
             f"model.pretrained={config.model.pretrained!r} needs a ResNet or GhostNet encoder; "
@@ -352,7 +376,13 @@ def check_with_data(config: ml_collections.ConfigDict, dataset, in_channels: int
             f"{len(class_weights)} values but the dataset has {dataset.num_classes} classes "
             f"{list(dataset.class_names)}"
         )
-    metrics = metric_names(dataset.class_names)
+    instance_model = config.model.arch in INSTANCE_ARCHS
+    if instance_model and not dataset.has_instances:
+        raise DataError(
+            f"model.arch={config.model.arch!r} trains on instance maps, and dataset "
+            f"{dataset.name!r} has none (a folder dataset needs an instances/ folder)"
+        )
+    metrics = INSTANCE_METRICS if instance_model else metric_names(dataset.class_names)
     if config.best_metric and config.best_metric not in metrics:
         raise ConfigError(
             f"best_metric={config.best_metric!r} is not a metric this run logs; choose one of "

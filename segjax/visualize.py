@@ -48,3 +48,29 @@ def side_by_side(panels: list[np.ndarray], gap: int = 2) -> np.ndarray:
     for panel in panels:
         parts += [panel, spacer]
     return np.concatenate(parts[:-1], axis=1)
+
+
+def instance_colours(labels: np.ndarray) -> np.ndarray:
+    """Object ids as distinct hashed colours, background black."""
+    rng = np.random.default_rng(1)
+    palette = rng.integers(64, 256, (4096, 3), dtype=np.uint8)
+    out = palette[np.asarray(labels) % 4096]
+    out[np.asarray(labels) == 0] = 0
+    return out
+
+
+def instance_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with each object tinted in its colour and outlined."""
+    labels = np.asarray(labels)
+    colours = instance_colours(labels).astype(np.float32)
+    out = image.astype(np.float32)
+    inside = labels > 0
+    out[inside] = (1 - alpha) * out[inside] + alpha * colours[inside]
+    edge = np.zeros(labels.shape, bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[1:] |= labels[:-1] != labels[1:]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:, 1:] |= labels[:, :-1] != labels[:, 1:]
+    edge &= inside
+    out[edge] = colours[edge]
+    return np.clip(out, 0, 255).astype(np.uint8)

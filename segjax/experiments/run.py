@@ -49,6 +49,7 @@ def member_commands(member: Member, workdir: str, experiment: Experiment, extra:
             directory,
             "--split",
             experiment.eval_split,
+            *member.eval_flags,
         ],
         "speed": [
             *python,

@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+KINDS = ("semantic", "instances")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Member:
     name: str  # also its directory under the sweep's workdir
     config: str  # a config file, with an optional ':variant'
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # config key -> value
+    eval_flags: tuple[str, ...] = ()  # extra segjax.evaluate flags, e.g. ('--instances=watershed',)
 
     def train_arguments(self, extra: dict[str, Any] | None = None) -> list[str]:
         """The ``segjax.train`` flags of this run; ``extra`` (the runner's ``--set``) wins."""
@@ -47,6 +49,7 @@ class Experiment:
     eval_split: str = "test"
     size: int = 256  # square input size of the MACs and inference-latency columns
     highlight_class: str | None = None  # a class whose IoU gets its own column, e.g. 'nucleus'
+    kind: str = "semantic"  # or 'instances': DSB score and mask AP columns (instance_report)
 
 
 def format_value(value: Any) -> str:
@@ -72,6 +75,8 @@ def load_experiment(path: str) -> Experiment:
     for name in names:
         if not NAME.match(name):
             raise ValueError(f"{path}: member name {name!r} must be letters, digits, _ . -")
+    if experiment.kind not in KINDS:
+        raise ValueError(f"{path}: kind={experiment.kind!r}; choose one of {list(KINDS)}")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"{path}: member names {duplicates} appear more than once")

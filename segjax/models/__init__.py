@@ -8,8 +8,17 @@
 from segjax.models.factory import (
     ARCHS,
     ENCODERS,
+    INSTANCE_ARCHS,
     create_classifier,
     create_model,
+    is_instance_model,
 )
 
-__all__ = ["ARCHS", "ENCODERS", "create_classifier", "create_model"]
+__all__ = [
+    "ARCHS",
+    "ENCODERS",
+    "INSTANCE_ARCHS",
+    "create_classifier",
+    "create_model",
+    "is_instance_model",
+]

@@ -1,5 +1,6 @@
 """Builds models by name, checking every option with an error that names it and its valid values."""
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -10,6 +11,13 @@ from segjax.models.conv_ops import IMPLEMENTATIONS
 from segjax.models.decoders.block import ATTENTIONS, DecoderBlock
 from segjax.models.decoders.unet import UNetDecoder
 from segjax.models.decoders.unetpp import UNetPlusPlusDecoder
+from segjax.models.detection import (
+    PYRAMIDS,
+    DetectionSettings,
+    FeaturePyramid,
+    MaskRCNN,
+    NestedPyramid,
+)
 from segjax.models.encoders.ghostnet import GHOSTNETS, GhostNetClassifier, GhostNetEncoder
 from segjax.models.encoders.plain import PAPER_FILTERS, PlainEncoder
 from segjax.models.encoders.resnet import RESNETS, ResNetClassifier, ResNetEncoder
@@ -38,13 +46,23 @@ _PAPER_OPTIONS = dict(
     filters=PAPER_FILTERS, dropout=0.5, norm=None, dtype="float32", conv_impl="auto"
 )
 _NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
+_DETECTION_OPTIONS = dict(
+    pyramid="fpn",
+    pyramid_channels=256,
+    dtype="float32",
+    freeze_encoder_bn=False,
+    conv_impl="auto",
+    **dataclasses.asdict(DetectionSettings()),
+)
 # Each architecture's options and their defaults.
 ARCHS = {
     "unet": _BACKBONE_OPTIONS,
     "unetpp": {**_BACKBONE_OPTIONS, **_NESTED_OPTIONS},
     "unet_paper": _PAPER_OPTIONS,
     "unetpp_paper": {**_PAPER_OPTIONS, **_NESTED_OPTIONS},
+    "maskrcnn": _DETECTION_OPTIONS,
 }
+INSTANCE_ARCHS = ("maskrcnn",)
 
 
 def _choice(key: str, value: Any, valid) -> Any:
@@ -114,12 +132,18 @@ def create_model(
     convolutions in the form fastest on the backend), 'lax' or 'fused' (``models/conv_ops.py``;
     same parameters and outputs either way); for the paper models ``filters``,
     ``dropout`` and ``norm`` (None or 'batch').
+
+    'maskrcnn' is an instance segmentation model (``segjax.models.detection``) on ``encoder``:
+    ``pyramid`` 'fpn' or 'unetpp', ``pyramid_channels``, and the counts and thresholds of
+    ``DetectionSettings``; ``num_classes`` counts the background.
     """
     options = _options(arch, options)
     num_classes = _int_in("num_classes", num_classes, 1)
     in_channels = _int_in("in_channels", in_channels, 1)
     dtype = _dtype(options["dtype"])
     conv_impl = _choice("conv_impl", options["conv_impl"], IMPLEMENTATIONS)
+    if arch in INSTANCE_ARCHS:
+        return _maskrcnn(encoder, num_classes, in_channels, dtype, conv_impl, options)
     nested = arch.startswith("unetpp")
 
     if arch.endswith("_paper"):
@@ -184,6 +208,81 @@ def create_model(
     return SegmentationModel(
         enc, decoder, in_channels, deep_supervision, pad_multiple, freeze_encoder_bn, conv_impl
     )
+
+
+def _number_in(key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{key}={value!r} is not valid; it must be a number in [{low}, {high}]")
+    return float(value)
+
+
+def _settings(options: dict[str, Any]) -> DetectionSettings:
+    """``DetectionSettings`` from the options, each checked."""
+    values = {}
+    for field in dataclasses.fields(DetectionSettings):
+        key, value = field.name, options[field.name]
+        default = field.default
+        if key == "anchor_sizes":
+            values[key] = tuple(_number_in(key, v, 1e-3, 1e6) for v in value)
+            if len(values[key]) != 5:
+                raise ValueError(
+                    f"{key}={value!r} is not valid; it needs one size per level P2..P6"
+                )
+        elif key == "anchor_ratios":
+            values[key] = tuple(_number_in(key, v, 1e-3, 1e3) for v in value)
+            if not values[key]:
+                raise ValueError(f"{key}={value!r} is not valid; it needs at least one ratio")
+        elif key == "rpn_iou_thresholds":
+            low, high = (_number_in(key, v, 0.0, 1.0) for v in value)
+            if low > high:
+                raise ValueError(
+                    f"{key}={value!r} is not valid; it must be (low, high), low <= high"
+                )
+            values[key] = (low, high)
+        elif key == "roi_canonical_size":
+            values[key] = _number_in(key, value, 1.0, 1e6)
+        elif isinstance(default, int):
+            values[key] = _int_in(key, value, 1)
+        else:
+            values[key] = _number_in(key, value, 0.0, 1.0)
+    if values["roi_positive_fraction"] <= 0 or values["rpn_positive_fraction"] <= 0:
+        raise ValueError("roi_positive_fraction and rpn_positive_fraction must be above 0")
+    if int(values["roi_batch_per_image"] * values["roi_positive_fraction"]) < 1:
+        raise ValueError(
+            f"roi_batch_per_image={values['roi_batch_per_image']} x roi_positive_fraction="
+            f"{values['roi_positive_fraction']} leaves no RoI for the mask head"
+        )
+    return DetectionSettings(**values)
+
+
+def _maskrcnn(encoder, num_classes, in_channels, dtype, conv_impl, options) -> MaskRCNN:
+    if encoder not in ENCODERS:
+        raise ValueError(
+            f"encoder={encoder!r} is not valid for arch 'maskrcnn'; choose one of {list(ENCODERS)}"
+        )
+    if num_classes < 2:
+        raise ValueError(
+            f"num_classes={num_classes} is not valid for arch 'maskrcnn'; it counts the "
+            "background too (at least 2)"
+        )
+    pyramid = _choice("pyramid", options["pyramid"], PYRAMIDS)
+    channels = _int_in("pyramid_channels", options["pyramid_channels"], 1)
+    encoder_cls, _, kwargs = ENCODERS[encoder]
+    pyramid_cls = FeaturePyramid if pyramid == "fpn" else NestedPyramid
+    return MaskRCNN(
+        encoder_cls(**kwargs, depth=5, dtype=dtype),
+        pyramid_cls(channels, dtype=dtype),
+        num_classes,
+        in_channels,
+        _settings(options),
+        bool(options["freeze_encoder_bn"]),
+        conv_impl,
+        dtype,
+    )
+
+
+def is_instance_model(model: nn.Module) -> bool:
+    return isinstance(model, MaskRCNN)
 
 
 def create_classifier(encoder: str, num_classes: int = 1000, dtype: Any = "float32") -> nn.Module:

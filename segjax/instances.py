@@ -1,0 +1,153 @@
+"""Instance segmentation of a split, on the host: label maps from a model's outputs, and their
+metrics against the dataset's instance maps.
+
+Two kinds of model make instances: Mask R-CNN (its detections pasted into a label map,
+``segjax.detection.label_maps.paste_masks``) and, as the baseline without detection, a semantic
+model whose foreground is split into objects by connected components or a seeded watershed
+(``semantic_instances``). Both are scored with the DSB 2018 metric (mean over images) and COCO
+mask AP / AP50 / AP75 (pycocotools), at the resolution evaluated (full size unless
+``data.eval_size``).
+
+The jitted functions return their outputs replicated, with the global batch's example indices,
+so every process holds every row and computes the same metrics.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+from segjax.data.augment import resize
+from segjax.detection import instance_metrics as im
+from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
+from segjax.models import is_instance_model
+from segjax.steps import detect_step, foreground_step
+from segjax.validation import INSTANCE_METRICS
+
+MASK_THRESHOLD = 0.5  # a pasted mask's probability that makes a pixel part of the object
+
+
+@dataclasses.dataclass(frozen=True)
+class Splitter:
+    """How a semantic model's foreground becomes objects (``semantic_instances``)."""
+
+    method: str = "watershed"
+    threshold: float = 0.5
+    min_area: int = 1
+    seed_height: float = 2.0
+
+
+@dataclasses.dataclass
+class ImageInstances:
+    index: int
+    name: str
+    true: np.ndarray  # (H, W) object ids
+    predicted: np.ndarray
+    scores: dict[int, float]
+
+
+def jit_instances(run, splitter: Splitter | None = None):
+    """The jitted function of a global batch -> (outputs, global example indices), replicated:
+    detections for Mask R-CNN, foreground probabilities for a semantic model."""
+    if is_instance_model(run.model):
+        step = functools.partial(detect_step, model=run.model)
+    else:
+        if splitter is None:
+            raise ValueError("a semantic model makes instances only with a Splitter")
+        step = functools.partial(
+            foreground_step, model=run.model, mode=run.config.deep_supervision_mode
+        )
+
+    def fn(state, batch):
+        return step(state, batch["image"]), batch["index"]
+
+    return jax.jit(
+        fn, in_shardings=(run.replicated, run.batch_sharding), out_shardings=run.replicated
+    )
+
+
+def _true_instances(example: dict, eval_size) -> np.ndarray:
+    labels = example["instances"]
+    if eval_size:
+        _, labels = resize(example["image"], labels.astype(np.int32), eval_size)
+    return labels
+
+
+def predict_instances(
+    fn, state, run, split: str, splitter: Splitter | None = None
+) -> Iterator[ImageInstances]:
+    """Every example of ``split`` with its true and predicted label maps."""
+    from segjax.trainer import eval_batches  # the trainer imports this module
+
+    source = run.dataset.split(split)
+    eval_size = tuple(run.config.data.eval_size) or None
+    detector = is_instance_model(run.model)
+    for _, batch in eval_batches(run, split):
+        outputs, indices = jax.device_get(fn(state, batch))
+        for row, index in enumerate(indices):
+            if index < 0:
+                continue
+            example = source[int(index)]
+            true = _true_instances(example, eval_size)
+            height, width = true.shape
+            if detector:
+                keep = outputs["valid"][row]
+                labels, scores = paste_masks(
+                    outputs["boxes"][row][keep],
+                    outputs["scores"][row][keep],
+                    outputs["masks"][row][keep],
+                    height,
+                    width,
+                    MASK_THRESHOLD,
+                )
+            else:
+                labels, scores = semantic_instances(
+                    outputs[row][:height, :width],
+                    splitter.method,
+                    splitter.threshold,
+                    splitter.min_area,
+                    splitter.seed_height,
+                )
+            yield ImageInstances(int(index), example["name"], true, labels, scores)
+
+
+def score(images: list[ImageInstances]) -> tuple[dict[str, float], list[dict]]:
+    """(split metrics, one record per image) of predicted against true label maps."""
+    records = []
+    for image in images:
+        records.append(
+            {
+                "name": image.name,
+                "dsb_score": im.dsb_score(image.true, image.predicted),
+                "true_objects": im.object_count(image.true),
+                "predicted_objects": im.object_count(image.predicted),
+            }
+        )
+    if not records:
+        raise ValueError("no images to score")
+    ap = im.coco_mask_ap(
+        [i.true for i in images],
+        [i.predicted for i in images],
+        [i.scores for i in images],
+        max_detections=max(1000, max(r["predicted_objects"] for r in records)),
+    )
+    metrics = {
+        "dsb_score": float(np.mean([r["dsb_score"] for r in records])),
+        **ap,
+        "true_objects_per_image": float(np.mean([r["true_objects"] for r in records])),
+        "predicted_objects_per_image": float(np.mean([r["predicted_objects"] for r in records])),
+        "images": len(records),
+    }
+    return metrics, records
+
+
+def evaluate_instances(fn, state, run, split: str, splitter: Splitter | None = None) -> dict:
+    """The split's instance metrics (``score``'s first part)."""
+    if not run.dataset.has_instances:
+        raise ValueError(f"dataset {run.dataset.name!r} has no instance maps to score against")
+    return score(list(predict_instances(fn, state, run, split, splitter)))[0]
+
+
+__all__ = ["INSTANCE_METRICS", "SPLITTERS", "Splitter", "evaluate_instances", "jit_instances"]
