@@ -77,7 +77,7 @@ def restore(workdir: str, which: str = "best") -> Restored:
         config=run.config,
         class_names=tuple(run.dataset.class_names),
         channels=int(run.input_shape[-1]),
-        multiple=int(model.pad_multiple or model.encoder.strides[-1]),
+        multiple=int(getattr(model, "pad_multiple", None) or model.encoder.strides[-1]),
         step=step,
     )
 

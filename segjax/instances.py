@@ -14,6 +14,7 @@ so every process holds every row and computes the same metrics.
 
 import dataclasses
 import functools
+import time
 from collections.abc import Iterator
 
 import jax
@@ -46,6 +47,7 @@ class ImageInstances:
     true: np.ndarray  # (H, W) object ids
     predicted: np.ndarray
     scores: dict[int, float]
+    post_seconds: float  # host time turning the model's outputs into ``predicted``
 
 
 def jit_instances(run, splitter: Splitter | None = None):
@@ -92,9 +94,10 @@ def predict_instances(
             example = source[int(index)]
             true = _true_instances(example, eval_size)
             height, width = true.shape
+            start = time.perf_counter()
             if detector:
                 keep = outputs["valid"][row]
-                labels, scores = paste_masks(
+                labels, scores, _ = paste_masks(
                     outputs["boxes"][row][keep],
                     outputs["scores"][row][keep],
                     outputs["masks"][row][keep],
@@ -110,7 +113,8 @@ def predict_instances(
                     splitter.min_area,
                     splitter.seed_height,
                 )
-            yield ImageInstances(int(index), example["name"], true, labels, scores)
+            post = time.perf_counter() - start
+            yield ImageInstances(int(index), example["name"], true, labels, scores, post)
 
 
 def score(images: list[ImageInstances]) -> tuple[dict[str, float], list[dict]]:
@@ -139,6 +143,7 @@ def score(images: list[ImageInstances]) -> tuple[dict[str, float], list[dict]]:
         "true_objects_per_image": float(np.mean([r["true_objects"] for r in records])),
         "predicted_objects_per_image": float(np.mean([r["predicted_objects"] for r in records])),
         "images": len(records),
+        "post_seconds_per_image": float(np.mean([i.post_seconds for i in images])),
     }
     return metrics, records
 

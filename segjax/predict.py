@@ -12,10 +12,17 @@ blended with a smooth window. An image that cannot be read is named, skipped, an
 written; the exit status is then 1. ``--model FILE`` (from ``segjax.export``) predicts without
 the workdir: ONNX through onnxruntime (by tiles of its input size), or StableHLO, its
 preprocessing from ``FILE.json``.
+
+Instance segmentation: a Mask R-CNN run (or a semantic run with ``--instances watershed`` or
+``components``, its foreground split into objects) writes ``OUTPUT/<stem>.png`` as a 16-bit
+label map (0 = background, 1..N = objects, best first), ``<stem>.json`` with each object's id,
+score, class, box and area, and with ``--save overlay`` ``<stem>_overlay.png`` (each object
+tinted and outlined in its own colour). Whole images only (no tiles or flips).
 """
 
 import glob
 import io
+import json
 import os
 import time
 
@@ -26,11 +33,12 @@ from PIL import Image
 from segjax import cli
 from segjax.data.errors import DataError
 from segjax.data.folder import IMAGE_SUFFIXES, load_image
+from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
 from segjax.reporting import format_duration
-from segjax.visualize import colourise
+from segjax.visualize import colourise, instance_overlay
 
 SAVES = ("probs", "overlay")
 
@@ -48,6 +56,13 @@ def define_flags() -> None:
     flags.DEFINE_enum("tta", "", list(TTA_MODES), "test-time augmentation: '' or flips")
     flags.DEFINE_integer("batch", 1, "tiles per forward pass")
     flags.DEFINE_list("save", [], f"extra outputs: any of {list(SAVES)}")
+    flags.DEFINE_enum(
+        "instances",
+        "",
+        ["", *SPLITTERS],
+        "a semantic run's foreground split into objects (label maps, as a Mask R-CNN run writes)",
+    )
+    flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -144,6 +159,125 @@ def predict_files(predictor, paths: list[str], output: str, options: dict, saves
     return failed
 
 
+def instance_records(labels: np.ndarray, scores: dict[int, float], classes: dict[int, str]):
+    """One JSON record per object of a label map."""
+    records = []
+    for label in sorted(scores):
+        ys, xs = np.nonzero(labels == label)
+        if not len(ys):
+            continue
+        records.append(
+            {
+                "id": int(label),
+                "score": round(float(scores[label]), 5),
+                "class": classes.get(label, ""),
+                "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                "area": int(len(ys)),
+            }
+        )
+    return records
+
+
+def instance_predictor(workdir: str, which: str, method: str, min_area: int):
+    """image uint8 (H, W, C) -> (label map, {label: score}, {label: class name}) of a run."""
+    import jax
+    import jax.numpy as jnp
+
+    from segjax.data.augment import normalize
+    from segjax.inference import head_probabilities, restore
+    from segjax.instances import MASK_THRESHOLD
+    from segjax.models import is_instance_model
+
+    restored = restore(workdir, which)
+    model, data = restored.model, restored.config.data
+    detector = is_instance_model(model)
+    if detector and method:
+        raise UserError(f"--instances={method}: {workdir} is a Mask R-CNN run (it finds objects)")
+    if not detector and not method:
+        raise UserError("instance_predictor needs --instances for a semantic run")
+    mode = restored.config.deep_supervision_mode
+    if detector:
+        forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    else:
+        forward = jax.jit(lambda v, x: head_probabilities(model.apply(v, x, train=False), mode))
+    names = restored.class_names
+
+    def run(image: np.ndarray):
+        x = normalize(image, tuple(data.mean) or None, tuple(data.std) or None)[None]
+        height, width = x.shape[1:3]
+        m = restored.multiple
+        x = np.pad(x, ((0, 0), (0, -height % m), (0, -width % m), (0, 0)))
+        out = jax.device_get(forward(restored.variables, jnp.asarray(x)))
+        if detector:
+            keep = out["valid"][0]
+            labels, scores, origin = paste_masks(
+                out["boxes"][0][keep],
+                out["scores"][0][keep],
+                out["masks"][0][keep],
+                height,
+                width,
+                MASK_THRESHOLD,
+                min_area,
+            )
+            kept_classes = out["classes"][0][keep]
+            classes = {label: names[int(kept_classes[i])] for label, i in origin.items()}
+        else:
+            foreground = 1.0 - out[0, :height, :width, 0]
+            labels, scores = semantic_instances(foreground, method, min_area=min_area)
+            classes = {label: names[-1] for label in scores}
+        return labels, scores, classes
+
+    return run, restored
+
+
+def predict_instance_files(run, restored, paths, output: str, saves) -> list[str]:
+    """Writes each image's label map, JSON and overlay; returns the failures' messages."""
+    os.makedirs(output, exist_ok=True)
+    failed, start = [], time.perf_counter()
+    for index, path in enumerate(paths, 1):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        try:
+            image = load_image(path, restored.channels)
+        except DataError as error:
+            failed.append(str(error))
+            print(f"[{index}/{len(paths)}] skipped: {error}", flush=True)
+            continue
+        labels, scores, classes = run(image)
+        if labels.max(initial=0) > 65535:
+            raise RunError(f"{path}: {labels.max()} objects do not fit a 16-bit label map")
+        write_atomically(os.path.join(output, f"{stem}.png"), _png(labels.astype(np.uint16)))
+        records = instance_records(labels, scores, classes)
+        write_atomically(
+            os.path.join(output, f"{stem}.json"),
+            json.dumps({"image": path, "objects": records}, indent=1),
+        )
+        if "overlay" in saves:
+            rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+            write_atomically(
+                os.path.join(output, f"{stem}_overlay.png"), _png(instance_overlay(rgb, labels))
+            )
+        elapsed = time.perf_counter() - start
+        eta = elapsed / index * (len(paths) - index)
+        print(
+            f"[{index}/{len(paths)}] {stem} {image.shape[0]}x{image.shape[1]}: {len(records)} "
+            f"objects  elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}",
+            flush=True,
+        )
+    print(
+        f"predicted {len(paths) - len(failed)} of {len(paths)} images in "
+        f"{format_duration(time.perf_counter() - start)}; label maps in {output}",
+        flush=True,
+    )
+    return failed
+
+
+def _is_instance_run(workdir: str) -> bool:
+    from segjax.models import INSTANCE_ARCHS
+    from segjax.trainer import load_config
+
+    return load_config(workdir).model.arch in INSTANCE_ARCHS
+
+
 def main(argv) -> int:
     cli.positional(argv)
     cli.require("input", "output")
@@ -158,6 +292,24 @@ def main(argv) -> int:
     if args.batch < 1:
         raise UserError(f"--batch={args.batch} must be at least 1")
     paths = find_inputs(args.input)
+    if args.workdir and (args.instances or _is_instance_run(args.workdir)):
+        if args.tile or args.tta or "probs" in args.save:
+            raise UserError(
+                "instance segmentation predicts whole images: --tile, --tta and --save probs "
+                "do not apply"
+            )
+        run, restored = instance_predictor(
+            args.workdir, args.checkpoint, args.instances, args.min_area
+        )
+        print(f"{len(paths)} images, step {restored.step} of {args.workdir}", flush=True)
+        failed = predict_instance_files(run, restored, paths, args.output, set(args.save))
+        if failed:
+            raise RunError(
+                f"{len(failed)} of {len(paths)} images could not be read: " + "; ".join(failed)
+            )
+        return 0
+    if args.model and args.instances:
+        raise UserError("--instances needs --workdir (a trained run)")
     if args.model:
         predictor = load_exported(args.model)
     else:

@@ -44,11 +44,13 @@ def cpu_env(devices=1):
     }
 
 
-def run(command, devices=1, **kwargs):
+def run(command, devices=1, env_extra=None, **kwargs):
     """Runs ``command`` from the repository root on CPU; output captured, never raising."""
+    if command[0] == "python":
+        command = [sys.executable, *command[1:]]
     return subprocess.run(
-        command, cwd=ROOT, env=cpu_env(devices), capture_output=True, text=True, check=False,
-        **kwargs,
+        command, cwd=ROOT, env={**cpu_env(devices), **(env_extra or {})}, capture_output=True,
+        text=True, check=False, **kwargs,
     )  # fmt: skip
 
 

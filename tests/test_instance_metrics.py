@@ -64,8 +64,8 @@ def test_coco_mask_ap_ranks_by_score():
 def test_paste_masks_fills_boxes_best_first():
     full = np.ones((2, 28, 28), np.float32)
     boxes = np.array([[2, 3, 12, 9], [8, 5, 20, 15]], np.float32)
-    labels, kept = label_maps.paste_masks(boxes, np.array([0.6, 0.9]), full, 20, 24)
-    assert kept == {1: 0.9, 2: 0.6}
+    labels, kept, origin = label_maps.paste_masks(boxes, np.array([0.6, 0.9]), full, 20, 24)
+    assert kept == {1: 0.9, 2: 0.6} and origin == {1: 1, 2: 0}
     assert np.all(labels[5:15, 8:20] == 1)  # the better detection owns the overlap
     expected_second = np.zeros((20, 24), bool)
     expected_second[3:9, 2:12] = True
@@ -76,7 +76,8 @@ def test_paste_masks_fills_boxes_best_first():
 def test_paste_masks_resamples_the_mask_inside_the_box():
     mask = np.zeros((1, 28, 28), np.float32)
     mask[0, :, :14] = 1.0  # the left half of the box
-    labels, _ = label_maps.paste_masks(np.array([[4, 4, 24, 12]], np.float32), [1.0], mask, 16, 30)
+    box = np.array([[4, 4, 24, 12]], np.float32)
+    labels, _, _ = label_maps.paste_masks(box, [1.0], mask, 16, 30)
     assert labels[4:12, 4:14].all() and not labels[4:12, 14:24].any()
     assert not labels[:4].any() and not labels[12:].any()
 
@@ -84,7 +85,7 @@ def test_paste_masks_resamples_the_mask_inside_the_box():
 def test_paste_masks_drops_detections_left_too_small():
     full = np.ones((2, 28, 28), np.float32)
     boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10]], np.float32)
-    labels, kept = label_maps.paste_masks(boxes, np.array([0.9, 0.8]), full, 12, 12, min_area=2)
+    labels, kept, _ = label_maps.paste_masks(boxes, [0.9, 0.8], full, 12, 12, min_area=2)
     assert kept == {1: 0.9} and labels.max() == 1
 
 

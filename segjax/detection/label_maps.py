@@ -52,10 +52,12 @@ def paste_masks(
     width: int,
     threshold: float = 0.5,
     min_area: int = 1,
-) -> tuple[np.ndarray, dict[int, float]]:
-    """(label map (height, width) int32, {label: score}) of detections (already filtered)."""
+) -> tuple[np.ndarray, dict[int, float], dict[int, int]]:
+    """(label map (height, width) int32, {label: score}, {label: index of its detection}) of
+    detections (already filtered)."""
     labels = np.zeros((height, width), np.int32)
     kept: dict[int, float] = {}
+    origin: dict[int, int] = {}
     for index in np.argsort(-np.asarray(scores), kind="stable"):
         placed = _resample(np.asarray(masks[index], np.float32), boxes[index], height, width)
         if placed is None:
@@ -68,7 +70,8 @@ def paste_masks(
         label = len(kept) + 1
         labels[rows, cols] = np.where(take, label, labels[rows, cols])
         kept[label] = float(scores[index])
-    return labels, kept
+        origin[label] = int(index)
+    return labels, kept, origin
 
 
 def semantic_instances(

@@ -304,6 +304,13 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
         experiment = load_experiment(experiment_path)
     except ValueError as error:
         raise UserError(str(error)) from None
+    if experiment.kind == "instances":
+        from segjax.experiments import instance_report
+
+        rows = instance_report.write(experiment, workdir, out)
+        if not rows:
+            raise UserError(f"{workdir}: no finished member of {experiment.name} to report")
+        return rows
     rows = build_rows(experiment, workdir)
     if not rows:
         raise UserError(f"{workdir}: no finished member of {experiment.name} to report")

@@ -1,0 +1,202 @@
+"""The report of an instance segmentation sweep (``Experiment(kind='instances')``), written by
+``segjax.experiments.report``: ``results.md``, ``results.csv`` and ``results.png``.
+
+One row per finished member, and for a semantic member evaluated with several ``--instances``
+methods one row per method: the DSB 2018 score and COCO mask AP / AP50 / AP75 on the eval split,
+objects per image (predicted, true), parameters and GMACs at the experiment's size (from shapes
+alone; Mask R-CNN's include its heads on every one of its ``max_detections`` slots, which its
+static shapes compute), training images/s and batch-1 inference latency (the runner's speed
+phase), the evaluation's wall time per image and its host post-processing part (pasting
+masks, or the watershed), and wall times. The plot puts the DSB score against GMACs and
+against training speed.
+"""
+
+import math
+import os
+
+from segjax.experiments.report import budget_line, cell, encoder_family, model_figures, place_labels
+from segjax.experiments.run import collect
+from segjax.experiments.speed import read_speed
+from segjax.trainer import load_config
+
+COLUMNS = [
+    ("name", "model", "{}"),
+    ("params", "params", "{:,}"),
+    ("gmacs", "GMACs@{size}", "{:.2f}"),
+    ("dsb_score", "DSB score", "{:.4f}"),
+    ("mask_ap", "mask AP", "{:.4f}"),
+    ("mask_ap50", "AP50", "{:.4f}"),
+    ("mask_ap75", "AP75", "{:.4f}"),
+    ("objects", "objects/image (true)", "{}"),
+    ("train_img_per_sec", "train img/s", "{:.1f}"),
+    ("inference_ms", "infer ms b1@{size}", "{:.1f}"),
+    ("eval_ms", "eval ms/image", "{:.1f}"),
+    ("post_ms", "post ms/image", "{:.1f}"),
+    ("train_minutes", "train min", "{:.1f}"),
+    ("eval_minutes", "eval min", "{:.1f}"),
+]
+
+
+def _method_prefixes(record: dict, split: str) -> list[tuple[str, str]]:
+    """(key prefix, method) of each instance evaluation in a member's record."""
+    first = record.get(f"{split}/method")
+    found = [("", first)]
+    for key in record:
+        if key.startswith(f"{split}/") and key.endswith("/dsb_score") and key.count("/") == 2:
+            found.append((key.split("/")[1] + "/", key.split("/")[1]))
+    return found
+
+
+def build_rows(experiment, workdir: str) -> list[dict]:
+    split, size, nan = experiment.eval_split, experiment.size, float("nan")
+    rows = []
+    for record in collect(experiment, workdir):
+        directory = os.path.join(workdir, record["name"])
+        config = load_config(directory)
+        params, macs = model_figures(config, config.data.num_classes or 2, size)
+        speed = read_speed(directory, size) or {}
+        for prefix, method in _method_prefixes(record, split):
+
+            def get(key, prefix=prefix, record=record):
+                return record.get(f"{split}/{prefix}{key}", nan)
+
+            name = record["name"]
+            if method:
+                name = name.replace("_watershed", "") + f"_{method}"
+            arch = config.model.arch
+            rows.append(
+                {
+                    "name": name,
+                    "arch": f"{arch}/{config.model.pyramid}" if arch == "maskrcnn" else arch,
+                    "method": method or "detection",
+                    "encoder": config.model.encoder,
+                    "params": params,
+                    "gmacs": macs / 1e9,
+                    "dsb_score": get("dsb_score"),
+                    "mask_ap": get("mask_ap"),
+                    "mask_ap50": get("mask_ap50"),
+                    "mask_ap75": get("mask_ap75"),
+                    "objects": f"{get('predicted_objects_per_image'):.1f} "
+                    f"({get('true_objects_per_image'):.1f})",
+                    "train_img_per_sec": speed.get("train_img_per_sec", nan),
+                    "inference_ms": speed.get("inference_ms", nan),
+                    "eval_ms": get("seconds_per_image") * 1000,
+                    "post_ms": get("post_seconds_per_image") * 1000,
+                    "device": speed.get("device", ""),
+                    "train_minutes": record["train_seconds"] / 60,
+                    "eval_minutes": record["eval_seconds"] / 60,
+                    "steps": config.total_steps,
+                    "batch_size": config.batch_size,
+                    "image_size": "x".join(str(n) for n in config.data.image_size),
+                }
+            )
+    return rows
+
+
+def markdown(rows: list[dict], experiment) -> str:
+    size = experiment.size
+    table = [(key, title.format(size=size), fmt) for key, title, fmt in COLUMNS]
+    devices = sorted({row["device"] for row in rows if row["device"]})
+    lines = [
+        f"# {experiment.name}: results",
+        "",
+        f"Training budget: {budget_line(rows)}. Scored on the full-size `{experiment.eval_split}`"
+        " images: the DSB 2018 score (per image, the mean over IoU thresholds 0.5:0.05:0.95 of"
+        " TP / (TP + FP + FN), averaged over images) and COCO mask AP / AP50 / AP75"
+        " (pycocotools, class-agnostic, up to 1000 objects per image).",
+        "GMACs: one forward pass at batch 1 from shapes alone (Mask R-CNN's include its RoI heads"
+        " on all of its detection slots); train img/s and infer ms: the runner's speed phase,"
+        " median of 5 after 2 warm-up"
+        + (f" (device: {', '.join(devices)})" if devices else " (not measured)")
+        + "; eval ms/image: the evaluation loop's wall time per test image (model at full size,"
+        " compiles included, and post-processing); post ms/image: the host's part of it (masks"
+        " pasted into a label map, or the watershed / connected components). The semantic rows"
+        " of one U-Net share its model, params, speed and training.",
+        "",
+        "| " + " | ".join(title for _, title, _ in table) + " |",
+        "|---" + "|---:" * (len(table) - 1) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row[key], fmt) for key, _, fmt in table) + " |")
+    lines += ["", "![DSB score against GMACs and training speed](results.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str, size: int, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    kinds = list(dict.fromkeys(f"{r['arch']} {r['method']}" for r in rows))
+    colours = {kind: cycle[i % len(cycle)] for i, kind in enumerate(kinds)}
+    markers = {"resnet": "o", "ghostnet": "^"}
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
+    for axis, key, label in (
+        (axes[0], "gmacs", f"GMACs per {size}x{size} image (log scale)"),
+        (axes[1], "train_img_per_sec", "training images/s (log scale)"),
+    ):
+        labels = []
+        for row in rows:
+            x, y = row[key], row["dsb_score"]
+            if isinstance(x, float) and math.isnan(x):
+                continue
+            axis.scatter(
+                x,
+                y,
+                c=colours[f"{row['arch']} {row['method']}"],
+                marker=markers.get(encoder_family(row["encoder"]), "s"),
+                s=60,
+                zorder=3,
+            )
+            labels.append((x, y, row["name"]))
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.margins(x=0.15, y=0.1)
+        place_labels(axis, labels)
+        axis.set_xlabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"DSB 2018 score ({rows[0].get('split', 'test')})")
+    legend = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()]
+    legend += [
+        plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=f"{f} encoder")
+        for f, m in markers.items()
+    ]
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "device"])
+        writer.writeheader()
+        writer.writerows([{k: v for k, v in row.items() if k != "device"} for row in rows])
+
+
+def write(experiment, workdir: str, out: str) -> list[dict]:
+    rows = build_rows(experiment, workdir)
+    if not rows:
+        return rows
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(rows, experiment))
+    write_csv(rows, os.path.join(out, "results.csv"))
+    missing = len(experiment.members) - len(
+        {r["name"] for r in rows if r["method"] != "components"}
+    )
+    plot(
+        rows,
+        os.path.join(out, "results.png"),
+        experiment.size,
+        f"{experiment.name}: {budget_line(rows)}"
+        + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing > 0 else ""),
+    )
+    return rows
