@@ -32,6 +32,7 @@ from segjax.errors import UserError
 from segjax.files import write_atomically
 from segjax.inference import Restored, restore
 from segjax.losses import probabilities
+from segjax.models import is_instance_model
 
 FORMATS = ("stablehlo", "onnx")
 LAYOUTS = ("nhwc", "nchw")
@@ -214,6 +215,11 @@ def main(argv) -> int:
         raise UserError(f"--calibration_images={args.calibration_images} must be at least 1")
     restored = restore(args.workdir, args.checkpoint)
     model = restored.config.model
+    if is_instance_model(restored.model):
+        raise UserError(
+            f"{args.workdir} is a {model.arch} (instance segmentation) run; export handles "
+            "semantic models only so far (predict instance runs with segjax.predict --workdir)"
+        )
     print(
         f"exporting {model.arch} / {model.encoder or 'plain'} (step {restored.step}) to "
         f"{args.format} ...",

@@ -23,6 +23,7 @@ from segjax.data.pipeline import make_preprocess
 from segjax.errors import UserError
 from segjax.evaluate import format_table
 from segjax.files import write_atomically
+from segjax.models import INSTANCE_ARCHS
 from segjax.trainer import load_config, prepare
 
 
@@ -50,7 +51,13 @@ def read_prediction(path: str, num_classes: int, shape: tuple[int, int]) -> np.n
 
 
 def score(workdir: str, split: str, predictions: str) -> dict:
-    run = prepare(load_config(workdir))
+    config = load_config(workdir)
+    if config.model.arch in INSTANCE_ARCHS:
+        raise UserError(
+            f"{workdir} is a {config.model.arch} (instance segmentation) run; segjax.score "
+            "scores class masks (segjax.evaluate scores instance runs)"
+        )
+    run = prepare(config)
     dataset = run.dataset
     ignore = make_preprocess(dataset, run.config.data).ignore_label
     source = dataset.split(split)

@@ -186,3 +186,31 @@ def test_train_compiles_once_and_eight_devices_match_one(tfds_dir, tmp_path):
     ]
     assert all(o["area"] == int((labels == o["id"]).sum()) for o in objects)
     assert os.path.exists(out / "a_overlay.png")
+
+
+def test_instance_config_errors_name_the_key(shapes_small, tmp_path, tfds_dir):
+    from configs.maskrcnn_unetpp import get_config
+    from segjax import validation
+    from segjax.data import DataError, load_dataset
+    from segjax.errors import ConfigError
+    from tests.conftest import varied_items, write_folder
+
+    config = get_config("smoke")
+    config.data.max_instances = 0
+    with pytest.raises(ConfigError, match=r"data.max_instances=0: model.arch='maskrcnn' needs"):
+        validation.check_config(config)
+    config = get_config("smoke")
+    config.model.pyramid = "bifpn"
+    with pytest.raises(ConfigError, match=r"model.pyramid='bifpn' is not valid"):
+        validation.check_config(config)
+    config = get_config("smoke")
+    config.best_metric = "miou"
+    with pytest.raises(ConfigError, match=r"best_metric='miou' is not a metric .*dsb_score"):
+        validation.check_with_data(config, shapes_small, 3)
+    root = write_folder(tmp_path / "plain", varied_items())
+    config = get_config("smoke")
+    config.data.name, config.data.path, config.data.data_dir = "folder", root, tfds_dir
+    config.data.num_classes = 2
+    dataset = load_dataset(config.data)
+    with pytest.raises(DataError, match=r"trains on instance maps, and dataset .* has none"):
+        validation.check_with_data(config, dataset, 3)
