@@ -214,3 +214,39 @@ def test_instance_config_errors_name_the_key(shapes_small, tmp_path, tfds_dir):
     dataset = load_dataset(config.data)
     with pytest.raises(DataError, match=r"trains on instance maps, and dataset .* has none"):
         validation.check_with_data(config, dataset, 3)
+
+
+@pytest.mark.instances
+def test_instance_experiment_report(tfds_dir, tmp_path):
+    """An instance sweep of a Mask R-CNN and a U-Net split by watershed and components: the
+    report has a row per method with the DSB score and mask AP its members' evaluations wrote."""
+    spec = tmp_path / "sweep.py"
+    spec.write_text(
+        "from segjax.experiments.spec import Experiment, Member\n"
+        f"B = {{'data.data_dir': {str(tfds_dir)!r}}}\n"
+        "def get_experiment():\n"
+        "    return Experiment(name='sweep', kind='instances', size=64, members=[\n"
+        "        Member('mrcnn', 'configs/maskrcnn_unetpp.py:smoke', B),\n"
+        "        Member('unet_watershed', 'configs/resnet_unet.py:smoke',\n"
+        "               {**B, 'model.encoder': 'resnet18'},\n"
+        "               eval_flags=('--instances=watershed,components',)),\n"
+        "    ])\n"
+    )
+    workdir = tmp_path / "runs"
+    swept = run(["python", "-m", "segjax.experiments.run", str(spec), "--workdir", str(workdir)])
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    reported = run(
+        ["python", "-m", "segjax.experiments.report", str(spec), "--workdir", str(workdir)]
+    )
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    table = (workdir / "results.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")
+    }
+    assert {"mrcnn", "unet_watershed", "unet_components"} <= set(rows)
+    evaluated = json.load(open(workdir / "unet_watershed" / "eval_test.json"))
+    assert f"{evaluated['components/dsb_score']:.4f}" in rows["unet_components"]
+    assert f"{evaluated['dsb_score']:.4f}" in rows["unet_watershed"]
+    mrcnn = json.load(open(workdir / "mrcnn" / "eval_test.json"))
+    assert f"{mrcnn['mask_ap']:.4f}" in rows["mrcnn"]
+    assert (workdir / "results.png").stat().st_size > 10_000

@@ -4,25 +4,29 @@
 One row per finished member, and for a semantic member evaluated with several ``--instances``
 methods one row per method: the DSB 2018 score and COCO mask AP / AP50 / AP75 on the eval split,
 objects per image (predicted, true), parameters and GMACs at the experiment's size (from shapes
-alone; Mask R-CNN's include its heads on every one of its ``max_detections`` slots, which its
-static shapes compute), training images/s and batch-1 inference latency (the runner's speed
-phase), the evaluation's wall time per image and its host post-processing part (pasting
-masks, or the watershed), and wall times. The plot puts the DSB score against GMACs and
-against training speed.
+alone; Mask R-CNN's include its heads on every one of its proposal and detection slots, which
+its static shapes compute, so the encoder and pyramid's GMACs get a column of their own),
+training images/s and batch-1 inference latency (the runner's speed phase), the evaluation's
+wall time per image and its host post-processing part (pasting masks, or the watershed), and
+wall times. The plot puts the DSB score against the encoder and pyramid's GMACs and against
+training speed.
 """
 
 import math
 import os
 
-from segjax.experiments.report import budget_line, cell, encoder_family, model_figures, place_labels
+from segjax.experiments.report import budget_line, cell, encoder_family, place_labels
 from segjax.experiments.run import collect
 from segjax.experiments.speed import read_speed
+from segjax.model_config import model_from_config
+from segjax.models.summary import summarize
 from segjax.trainer import load_config
 
 COLUMNS = [
     ("name", "model", "{}"),
     ("params", "params", "{:,}"),
     ("gmacs", "GMACs@{size}", "{:.2f}"),
+    ("trunk_gmacs", "encoder+pyramid GMACs", "{:.2f}"),
     ("dsb_score", "DSB score", "{:.4f}"),
     ("mask_ap", "mask AP", "{:.4f}"),
     ("mask_ap50", "AP50", "{:.4f}"),
@@ -47,13 +51,28 @@ def _method_prefixes(record: dict, split: str) -> list[tuple[str, str]]:
     return found
 
 
+def _figures(config, size: int) -> tuple[int, int, int]:
+    """(parameters, MACs, MACs of the encoder and pyramid alone) at size x size: Mask R-CNN's
+    heads run on a fixed number of boxes, so its trunk is what compares with a U-Net's encoder
+    and decoder (whose trunk is the whole model)."""
+    channels = int(config.data.channels)
+    model = model_from_config(config.model, config.data.num_classes or 2, channels)
+    summary = summarize(model, (1, size, size, channels))
+    if config.model.arch != "maskrcnn":
+        return summary.params, summary.macs, summary.macs
+    trunk = sum(
+        layer.macs for layer in summary.layers if layer.path.split("/")[0] in ("encoder", "pyramid")
+    )
+    return summary.params, summary.macs, trunk
+
+
 def build_rows(experiment, workdir: str) -> list[dict]:
     split, size, nan = experiment.eval_split, experiment.size, float("nan")
     rows = []
     for record in collect(experiment, workdir):
         directory = os.path.join(workdir, record["name"])
         config = load_config(directory)
-        params, macs = model_figures(config, config.data.num_classes or 2, size)
+        params, macs, trunk = _figures(config, size)
         speed = read_speed(directory, size) or {}
         for prefix, method in _method_prefixes(record, split):
 
@@ -72,6 +91,7 @@ def build_rows(experiment, workdir: str) -> list[dict]:
                     "encoder": config.model.encoder,
                     "params": params,
                     "gmacs": macs / 1e9,
+                    "trunk_gmacs": trunk / 1e9,
                     "dsb_score": get("dsb_score"),
                     "mask_ap": get("mask_ap"),
                     "mask_ap50": get("mask_ap50"),
@@ -104,8 +124,10 @@ def markdown(rows: list[dict], experiment) -> str:
         " images: the DSB 2018 score (per image, the mean over IoU thresholds 0.5:0.05:0.95 of"
         " TP / (TP + FP + FN), averaged over images) and COCO mask AP / AP50 / AP75"
         " (pycocotools, class-agnostic, up to 1000 objects per image).",
-        "GMACs: one forward pass at batch 1 from shapes alone (Mask R-CNN's include its RoI heads"
-        " on all of its detection slots); train img/s and infer ms: the runner's speed phase,"
+        "GMACs: one forward pass at batch 1 from shapes alone (Mask R-CNN's include its RoI"
+        " heads on all of its proposal and detection slots, whatever the image holds);"
+        " encoder+pyramid GMACs: the encoder and the feature pyramid alone (a U-Net's whole"
+        " model); train img/s and infer ms: the runner's speed phase,"
         " median of 5 after 2 warm-up"
         + (f" (device: {', '.join(devices)})" if devices else " (not measured)")
         + "; eval ms/image: the evaluation loop's wall time per test image (model at full size,"
@@ -118,7 +140,7 @@ def markdown(rows: list[dict], experiment) -> str:
     ]
     for row in rows:
         lines.append("| " + " | ".join(cell(row[key], fmt) for key, _, fmt in table) + " |")
-    lines += ["", "![DSB score against GMACs and training speed](results.png)", ""]
+    lines += ["", "![DSB score against encoder+pyramid GMACs and training speed](results.png)", ""]
     return "\n".join(lines)
 
 
@@ -135,7 +157,7 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
     markers = {"resnet": "o", "ghostnet": "^"}
     figure, axes = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
     for axis, key, label in (
-        (axes[0], "gmacs", f"GMACs per {size}x{size} image (log scale)"),
+        (axes[0], "trunk_gmacs", f"encoder + pyramid GMACs per {size}x{size} image (log scale)"),
         (axes[1], "train_img_per_sec", "training images/s (log scale)"),
     ):
         labels = []
