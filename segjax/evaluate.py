@@ -9,7 +9,8 @@ and COCO mask AP; a semantic run is too with ``--instances watershed`` (or ``com
 both, comma-separated: the first gives the headline keys, the others ``<method>/<key>``), its
 foreground split into objects. The JSON then also holds one record per image (DSB score, true
 and predicted object counts) and the host post-processing time per image, and the PNGs show the
-image, the true objects and the predicted ones.
+image, the true objects and the predicted ones (those scoring at least 0.5, which the DSB score
+counts; mask AP counts every object, ranked by score: ``segjax/instances.py``).
 """
 
 import json
@@ -97,7 +98,7 @@ def _instance_png(run, image_dir: str, result, source) -> None:
     panels = [
         image,
         instance_overlay(image, result.true),
-        instance_overlay(image, result.predicted),
+        instance_overlay(image, result.confident()),
     ]
     name = result.name.replace("/", "_")
     Image.fromarray(side_by_side(panels)).save(os.path.join(image_dir, f"{name}.png"))

@@ -16,7 +16,8 @@ preprocessing from ``FILE.json``.
 Instance segmentation: a Mask R-CNN run (or a semantic run with ``--instances watershed`` or
 ``components``, its foreground split into objects) writes ``OUTPUT/<stem>.png`` as a 16-bit
 label map (0 = background, 1..N = objects, best first), ``<stem>.json`` with each object's id,
-score, class, box and area, and with ``--save overlay`` ``<stem>_overlay.png`` (each object
+score, class, box and area (objects scoring at least ``--score_threshold``, 0.5 by default),
+and with ``--save overlay`` ``<stem>_overlay.png`` (each object
 tinted and outlined in its own colour). Whole images only (no tiles or flips).
 """
 
@@ -37,6 +38,7 @@ from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instanc
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
+from segjax.instances import SCORE_THRESHOLD, confident_labels
 from segjax.reporting import format_duration
 from segjax.visualize import colourise, instance_overlay
 
@@ -63,6 +65,11 @@ def define_flags() -> None:
         "a semantic run's foreground split into objects (label maps, as a Mask R-CNN run writes)",
     )
     flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
+    flags.DEFINE_float(
+        "score_threshold",
+        SCORE_THRESHOLD,
+        "instance runs: objects scoring less are left out of the label map",
+    )
 
 
 def find_inputs(pattern: str) -> list[str]:
@@ -178,7 +185,9 @@ def instance_records(labels: np.ndarray, scores: dict[int, float], classes: dict
     return records
 
 
-def instance_predictor(workdir: str, which: str, method: str, min_area: int):
+def instance_predictor(
+    workdir: str, which: str, method: str, min_area: int, threshold: float = SCORE_THRESHOLD
+):
     """image uint8 (H, W, C) -> (label map, {label: score}, {label: class name}) of a run."""
     import jax
     import jax.numpy as jnp
@@ -225,6 +234,8 @@ def instance_predictor(workdir: str, which: str, method: str, min_area: int):
             foreground = 1.0 - out[0, :height, :width, 0]
             labels, scores = semantic_instances(foreground, method, min_area=min_area)
             classes = {label: names[-1] for label in scores}
+        labels = confident_labels(labels, scores, threshold)
+        scores = {label: value for label, value in scores.items() if value >= threshold}
         return labels, scores, classes
 
     return run, restored
@@ -299,7 +310,7 @@ def main(argv) -> int:
                 "do not apply"
             )
         run, restored = instance_predictor(
-            args.workdir, args.checkpoint, args.instances, args.min_area
+            args.workdir, args.checkpoint, args.instances, args.min_area, args.score_threshold
         )
         print(f"{len(paths)} images, step {restored.step} of {args.workdir}", flush=True)
         failed = predict_instance_files(run, restored, paths, args.output, set(args.save))

@@ -103,3 +103,12 @@ def test_semantic_instances_separates_blobs(method):
     assert all(score == pytest.approx(0.9) for score in scores.values())
     if method == "watershed":
         assert labels[10, 10] != labels[10, 19]
+
+
+def test_confident_labels_drop_low_scores_and_keep_ids():
+    from segjax.instances import confident_labels
+
+    labels = nuclei()
+    out = confident_labels(labels, {1: 0.9, 2: 0.3}, 0.5)
+    assert set(np.unique(out)) == {0, 1} and np.array_equal(out == 1, labels == 1)
+    assert confident_labels(labels, {1: 0.9, 2: 0.6}, 0.5) is labels

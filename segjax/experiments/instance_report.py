@@ -28,6 +28,7 @@ COLUMNS = [
     ("gmacs", "GMACs@{size}", "{:.2f}"),
     ("trunk_gmacs", "encoder+pyramid GMACs", "{:.2f}"),
     ("dsb_score", "DSB score", "{:.4f}"),
+    ("dsb_score_all", "DSB (all objects)", "{:.4f}"),
     ("mask_ap", "mask AP", "{:.4f}"),
     ("mask_ap50", "AP50", "{:.4f}"),
     ("mask_ap75", "AP75", "{:.4f}"),
@@ -93,6 +94,7 @@ def build_rows(experiment, workdir: str) -> list[dict]:
                     "gmacs": macs / 1e9,
                     "trunk_gmacs": trunk / 1e9,
                     "dsb_score": get("dsb_score"),
+                    "dsb_score_all": get("dsb_score_all"),
                     "mask_ap": get("mask_ap"),
                     "mask_ap50": get("mask_ap50"),
                     "mask_ap75": get("mask_ap75"),
@@ -122,8 +124,10 @@ def markdown(rows: list[dict], experiment) -> str:
         "",
         f"Training budget: {budget_line(rows)}. Scored on the full-size `{experiment.eval_split}`"
         " images: the DSB 2018 score (per image, the mean over IoU thresholds 0.5:0.05:0.95 of"
-        " TP / (TP + FP + FN), averaged over images) and COCO mask AP / AP50 / AP75"
-        " (pycocotools, class-agnostic, up to 1000 objects per image).",
+        " TP / (TP + FP + FN), averaged over images) of the objects scoring at least 0.5, and"
+        " of all objects; COCO mask AP / AP50 / AP75 (pycocotools, class-agnostic, up to 1000"
+        " objects per image) of all objects ranked by score; objects per image of the first"
+        " (score >= 0.5).",
         "GMACs: one forward pass at batch 1 from shapes alone (Mask R-CNN's include its RoI"
         " heads on all of its proposal and detection slots, whatever the image holds);"
         " encoder+pyramid GMACs: the encoder and the feature pyramid alone (a U-Net's whole"
