@@ -12,6 +12,7 @@ from segjax.data import DataError
 from segjax.errors import ConfigError
 from segjax.losses import LOSSES, loss_options
 from segjax.model_config import model_defaults, model_from_config
+from segjax.models.detection import DetectionSettings
 from segjax.validation import SCHEMA, check_config, check_with_data, flatten, metric_names
 
 
@@ -123,10 +124,11 @@ def test_model_options_of_the_arch_reach_the_factory():
     config = config_with(model__arch="unetpp", model__deep_supervision=True, model__prune_level=2)
     model = model_from_config(config.model, 4, 3)
     assert model.deep_supervision and model.decoder.prune_level == 2
+    detection = {f.name for f in dataclasses.fields(DetectionSettings)}
     assert set(model_defaults()) == {
         "encoder_depth", "decoder_channels", "attention", "decoder_block", "dtype",
         "freeze_encoder_bn", "deep_supervision", "prune_level", "filters", "dropout", "norm",
-        "conv_impl",
+        "conv_impl", "pyramid", "pyramid_channels", *detection,
     }  # fmt: skip
     frozen = model_from_config(config_with(model__freeze_encoder_bn=True).model, 4, 3)
     assert frozen.freeze_encoder_bn and not model.freeze_encoder_bn
