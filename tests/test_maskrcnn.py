@@ -64,8 +64,8 @@ def test_sampling_has_fixed_counts_and_fractions():
     tiny = jnp.array([1, 0, 0, -1])
     pos, neg = targets.sample(jax.random.key(0), tiny, 8, 0.5)
     slots, slot_pos, slot_sampled = targets.sampled_slots(pos, neg, 8)
-    assert slots.shape == (4,) or slots.shape == (8,)
-    assert int(slot_sampled.sum()) == 3 and bool(slot_pos[0])
+    assert slots.shape == slot_pos.shape == slot_sampled.shape == (8,)
+    assert int(slot_sampled.sum()) == 3 and bool(slot_pos[0]) and not slot_sampled[4:].any()
 
 
 def test_mask_targets_cut_the_object_out_of_its_box():

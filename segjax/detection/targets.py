@@ -52,10 +52,17 @@ def sample(rng, label, num_samples: int, positive_fraction: float):
 def sampled_slots(chosen_pos, chosen_neg, num_samples: int):
     """(indices (num_samples,), is_positive, is_sampled): the sampled boxes in fixed slots,
     positives first (so the first ``num_samples * positive_fraction`` slots hold every sampled
-    positive), then negatives, then unsampled filler."""
+    positive), then negatives, then unsampled filler (index 0 where there are fewer boxes than
+    slots)."""
     priority = jnp.where(chosen_pos, 0, jnp.where(chosen_neg, 1, 2))
     order = jnp.argsort(priority, stable=True)[:num_samples]
-    return order, chosen_pos[order], (chosen_pos | chosen_neg)[order]
+    positive, sampled = chosen_pos[order], (chosen_pos | chosen_neg)[order]
+    short = num_samples - order.shape[0]
+    if short > 0:
+        order = jnp.concatenate([order, jnp.zeros(short, order.dtype)])
+        positive = jnp.concatenate([positive, jnp.zeros(short, bool)])
+        sampled = jnp.concatenate([sampled, jnp.zeros(short, bool)])
+    return order, positive, sampled
 
 
 def box_targets(gt_boxes, reference, weights):
