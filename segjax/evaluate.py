@@ -30,9 +30,9 @@ from segjax.errors import UserError
 from segjax.files import write_atomically
 from segjax.instances import Splitter, jit_instances, predict_instances, score
 from segjax.models import is_instance_model
+from segjax.reporting import describe_metrics
 from segjax.trainer import (
     dataset_record,
-    describe_metrics,
     eval_batches,
     jit_eval_step,
     jit_predict,

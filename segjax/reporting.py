@@ -70,3 +70,18 @@ class Progress:
             "img_per_sec": steps_per_sec * self.batch,
             "eta_sec": (self.total - step) / max(steps_per_sec, 1e-9),
         }
+
+
+def describe_metrics(metrics: dict[str, float]) -> str:
+    """The headline eval metrics in one line."""
+    if "dsb_score" in metrics:
+        return (
+            f"DSB score {metrics['dsb_score']:.4f}  mask AP {metrics['mask_ap']:.4f}  AP50 "
+            f"{metrics['mask_ap50']:.4f}  objects/image "
+            f"{metrics['predicted_objects_per_image']:.1f} (true "
+            f"{metrics['true_objects_per_image']:.1f})"
+        )
+    return (
+        f"mIoU {metrics['miou']:.4f}  Dice {metrics['dice']:.4f}  pixel accuracy "
+        f"{metrics['pixel_accuracy']:.4f}"
+    )

@@ -40,7 +40,7 @@ from segjax.models import is_instance_model
 from segjax.models.summary import format_macs, summarize
 from segjax.optim import create_optimizer
 from segjax.pretrained import load_pretrained
-from segjax.reporting import MetricWriter, Progress, format_duration
+from segjax.reporting import MetricWriter, Progress, describe_metrics, format_duration
 from segjax.steps import (
     TrainState,
     create_train_state,
@@ -181,21 +181,6 @@ def evaluate(eval_fn, state: TrainState, run: Run, split: str) -> dict[str, floa
     for _, batch in eval_batches(run, split):
         confusion = confusion + np.asarray(eval_fn(state, batch).addressable_data(0)).sum(axis=0)
     return metrics_lib.summarize(confusion, list(run.dataset.class_names))
-
-
-def describe_metrics(metrics: dict[str, float]) -> str:
-    """The headline eval metrics in one line."""
-    if "dsb_score" in metrics:
-        return (
-            f"DSB score {metrics['dsb_score']:.4f}  mask AP {metrics['mask_ap']:.4f}  AP50 "
-            f"{metrics['mask_ap50']:.4f}  objects/image "
-            f"{metrics['predicted_objects_per_image']:.1f} (true "
-            f"{metrics['true_objects_per_image']:.1f})"
-        )
-    return (
-        f"mIoU {metrics['miou']:.4f}  Dice {metrics['dice']:.4f}  pixel accuracy "
-        f"{metrics['pixel_accuracy']:.4f}"
-    )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
