@@ -148,7 +148,7 @@ def markdown(rows: list[dict], experiment) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: str, size: int, title: str) -> None:
+def plot(rows: list[dict], path: str, size: int, title: str, split: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,7 +185,7 @@ def plot(rows: list[dict], path: str, size: int, title: str) -> None:
         place_labels(axis, labels)
         axis.set_xlabel(label)
         axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(f"DSB 2018 score ({rows[0].get('split', 'test')})")
+    axes[0].set_ylabel(f"DSB 2018 score ({split} split)")
     legend = [plt.Line2D([], [], color=c, marker="o", ls="", label=k) for k, c in colours.items()]
     legend += [
         plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=f"{f} encoder")
@@ -224,5 +224,6 @@ def write(experiment, workdir: str, out: str) -> list[dict]:
         experiment.size,
         f"{experiment.name}: {budget_line(rows)}"
         + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing > 0 else ""),
+        experiment.eval_split,
     )
     return rows
