@@ -92,10 +92,9 @@ def _true_instances(example: dict, eval_size) -> np.ndarray:
     return labels
 
 
-def predict_instances(
-    fn, state, run, split: str, splitter: Splitter | None = None
-) -> Iterator[ImageInstances]:
-    """Every example of ``split`` with its true and predicted label maps."""
+def model_outputs(fn, state, run, split: str) -> Iterator[tuple[int, dict, np.ndarray, object]]:
+    """Every example of ``split``: (index, example, true label map, the model's outputs for it:
+    its valid detections, or its foreground probabilities cropped to the true map's size)."""
     from segjax.trainer import eval_batches  # the trainer imports this module
 
     source = run.dataset.split(split)
@@ -108,28 +107,37 @@ def predict_instances(
                 continue
             example = source[int(index)]
             true = _true_instances(example, eval_size)
-            height, width = true.shape
-            start = time.perf_counter()
             if detector:
                 keep = outputs["valid"][row]
-                labels, scores, _ = paste_masks(
-                    outputs["boxes"][row][keep],
-                    outputs["scores"][row][keep],
-                    outputs["masks"][row][keep],
-                    height,
-                    width,
-                    MASK_THRESHOLD,
-                )
+                mine = {key: outputs[key][row][keep] for key in ("boxes", "scores", "masks")}
             else:
-                labels, scores = semantic_instances(
-                    outputs[row][:height, :width],
-                    splitter.method,
-                    splitter.threshold,
-                    splitter.min_area,
-                    splitter.seed_height,
-                )
-            post = time.perf_counter() - start
-            yield ImageInstances(int(index), example["name"], true, labels, scores, post)
+                mine = outputs[row][: true.shape[0], : true.shape[1]]
+            yield int(index), example, true, mine
+
+
+def label_map(outputs, shape: tuple[int, int], splitter: Splitter | None = None):
+    """(label map, {label: score}) of one image's ``model_outputs``: detections pasted, or, with
+    a ``splitter``, the foreground split into objects."""
+    if splitter is None:
+        labels, scores, _ = paste_masks(
+            outputs["boxes"], outputs["scores"], outputs["masks"], *shape, MASK_THRESHOLD
+        )
+        return labels, scores
+    return semantic_instances(
+        outputs, splitter.method, splitter.threshold, splitter.min_area, splitter.seed_height
+    )
+
+
+def predict_instances(
+    fn, state, run, split: str, splitter: Splitter | None = None
+) -> Iterator[ImageInstances]:
+    """Every example of ``split`` with its true and predicted label maps."""
+    detector = is_instance_model(run.model)
+    for index, example, true, outputs in model_outputs(fn, state, run, split):
+        start = time.perf_counter()
+        labels, scores = label_map(outputs, true.shape, None if detector else splitter)
+        post = time.perf_counter() - start
+        yield ImageInstances(index, example["name"], true, labels, scores, post)
 
 
 def score(

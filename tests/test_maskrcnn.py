@@ -250,3 +250,22 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
     mrcnn = json.load(open(workdir / "mrcnn" / "eval_test.json"))
     assert f"{mrcnn['mask_ap']:.4f}" in rows["mrcnn"]
     assert (workdir / "results.png").stat().st_size > 10_000
+
+    # The baseline's splitting chosen on validation: every setting of the grid scored, and the
+    # best watershed setting named with the flags that apply it.
+    chosen = run(
+        [
+            "python", "experiments/instances/splitter_choice.py",
+            "--workdirs", str(workdir / "unet_watershed"), "--seed_heights", "1,3",
+            "--min_areas", "1,8", "--out", str(tmp_path / "choice.md"),
+        ]
+    )  # fmt: skip
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    grid = json.load(open(tmp_path / "choice.json"))
+    assert [(r["method"], r["seed_height"], r["min_area"]) for r in grid] == [
+        ("watershed", 1.0, 1), ("watershed", 1.0, 8), ("watershed", 3.0, 1),
+        ("watershed", 3.0, 8), ("components", None, 1), ("components", None, 8),
+    ]  # fmt: skip
+    best = max(grid[:4], key=lambda r: r["dsb_score"])
+    flags = f"--seed_height={best['seed_height']:g} --min_area={best['min_area']}"
+    assert flags in (tmp_path / "choice.md").read_text()
