@@ -14,7 +14,8 @@ the workdir: ONNX through onnxruntime (by tiles of its input size), or StableHLO
 preprocessing from ``FILE.json``.
 
 Instance segmentation: a Mask R-CNN run (or a semantic run with ``--instances watershed`` or
-``components``, its foreground split into objects) writes ``OUTPUT/<stem>.png`` as a 16-bit
+``components``, its foreground split into objects; ``--seed_height`` and ``--min_area`` as for
+``segjax.evaluate``) writes ``OUTPUT/<stem>.png`` as a 16-bit
 label map (0 = background, 1..N = objects, best first), ``<stem>.json`` with each object's id,
 score, class, box and area (objects scoring at least ``--score_threshold``, 0.5 by default),
 and with ``--save overlay`` ``<stem>_overlay.png`` (each object
@@ -38,7 +39,7 @@ from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instanc
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
-from segjax.instances import SCORE_THRESHOLD, confident_labels
+from segjax.instances import SCORE_THRESHOLD, Splitter, confident_labels
 from segjax.reporting import format_duration
 from segjax.visualize import colourise, instance_overlay
 
@@ -65,6 +66,12 @@ def define_flags() -> None:
         "a semantic run's foreground split into objects (label maps, as a Mask R-CNN run writes)",
     )
     flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
+    flags.DEFINE_float(
+        "seed_height",
+        Splitter.seed_height,
+        "--instances watershed: least height of a seed (h-maxima of the distance transform, in "
+        "pixels; experiments/instances/splitter_choice.py chooses it on a validation split)",
+    )
     flags.DEFINE_float(
         "score_threshold",
         SCORE_THRESHOLD,
@@ -186,9 +193,14 @@ def instance_records(labels: np.ndarray, scores: dict[int, float], classes: dict
 
 
 def instance_predictor(
-    workdir: str, which: str, method: str, min_area: int, threshold: float = SCORE_THRESHOLD
+    workdir: str,
+    which: str,
+    splitter: Splitter | None = None,
+    min_area: int = 1,
+    threshold: float = SCORE_THRESHOLD,
 ):
-    """image uint8 (H, W, C) -> (label map, {label: score}, {label: class name}) of a run."""
+    """image uint8 (H, W, C) -> (label map, {label: score}, {label: class name}) of a run: a
+    Mask R-CNN's detections, or a semantic run's foreground split by ``splitter``."""
     import jax
     import jax.numpy as jnp
 
@@ -200,9 +212,11 @@ def instance_predictor(
     restored = restore(workdir, which)
     model, data = restored.model, restored.config.data
     detector = is_instance_model(model)
-    if detector and method:
-        raise UserError(f"--instances={method}: {workdir} is a Mask R-CNN run (it finds objects)")
-    if not detector and not method:
+    if detector and splitter:
+        raise UserError(
+            f"--instances={splitter.method}: {workdir} is a Mask R-CNN run (it finds objects)"
+        )
+    if not detector and not splitter:
         raise UserError("instance_predictor needs --instances for a semantic run")
     mode = restored.config.deep_supervision_mode
     if detector:
@@ -232,7 +246,13 @@ def instance_predictor(
             classes = {label: names[int(kept_classes[i])] for label, i in origin.items()}
         else:
             foreground = 1.0 - out[0, :height, :width, 0]
-            labels, scores = semantic_instances(foreground, method, min_area=min_area)
+            labels, scores = semantic_instances(
+                foreground,
+                splitter.method,
+                splitter.threshold,
+                splitter.min_area,
+                splitter.seed_height,
+            )
             classes = {label: names[-1] for label in scores}
         labels = confident_labels(labels, scores, threshold)
         scores = {label: value for label, value in scores.items() if value >= threshold}
@@ -309,8 +329,13 @@ def main(argv) -> int:
                 "instance segmentation predicts whole images: --tile, --tta and --save probs "
                 "do not apply"
             )
+        splitter = (
+            Splitter(args.instances, min_area=args.min_area, seed_height=args.seed_height)
+            if args.instances
+            else None
+        )
         run, restored = instance_predictor(
-            args.workdir, args.checkpoint, args.instances, args.min_area, args.score_threshold
+            args.workdir, args.checkpoint, splitter, args.min_area, args.score_threshold
         )
         print(f"{len(paths)} images, step {restored.step} of {args.workdir}", flush=True)
         failed = predict_instance_files(run, restored, paths, args.output, set(args.save))

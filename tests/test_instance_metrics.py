@@ -61,6 +61,18 @@ def test_coco_mask_ap_ranks_by_score():
     assert low == pytest.approx(1.0) and high < 0.9
 
 
+def test_coco_mask_ap_counts_every_object_of_a_crowded_image():
+    """150 perfect objects in one image: AP 1.0 at every IoU. (COCOeval's own summary takes
+    AP@[.5:.95] at 100 detections per image, which would give about 2/3 here.)"""
+    labels = np.zeros((60, 100), np.int32)
+    for k in range(150):
+        row, col = divmod(k, 25)
+        labels[row * 10 : row * 10 + 3, col * 4 : col * 4 + 3] = k + 1
+    scores = {k + 1: 1.0 - k / 300 for k in range(150)}
+    ap = im.coco_mask_ap([labels], [labels], [scores])
+    assert ap == pytest.approx({"mask_ap": 1.0, "mask_ap50": 1.0, "mask_ap75": 1.0})
+
+
 def test_paste_masks_fills_boxes_best_first():
     full = np.ones((2, 28, 28), np.float32)
     boxes = np.array([[2, 3, 12, 9], [8, 5, 20, 15]], np.float32)

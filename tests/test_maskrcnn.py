@@ -269,3 +269,29 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
     best = max(grid[:4], key=lambda r: r["dsb_score"])
     flags = f"--seed_height={best['seed_height']:g} --min_area={best['min_area']}"
     assert flags in (tmp_path / "choice.md").read_text()
+
+    # predict splits a semantic run's foreground as evaluate does: a seed height above any
+    # distance in the image leaves no seeds, so the watershed gives the connected components.
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    from segjax.data.shapes import generate_example
+
+    Image.fromarray(generate_example(0, "test", 0, 64)[0]).save(images / "a.png")
+    maps = {}
+    for method, height in (("components", "2"), ("watershed", "1000"), ("watershed", "1")):
+        out = tmp_path / f"{method}{height}"
+        predicted = run(
+            [
+                "python", "-m", "segjax.predict", "--workdir", str(workdir / "unet_watershed"),
+                "--input", str(images), "--output", str(out), "--instances", method,
+                "--seed_height", height, "--min_area", "4",
+            ]
+        )  # fmt: skip
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        maps[method + height] = np.asarray(Image.open(out / "a.png"))
+        ids = [o["id"] for o in json.load(open(out / "a.json"))["objects"]]
+        assert sorted(np.unique(maps[method + height][maps[method + height] > 0])) == ids
+    assert maps["components2"].max() > 0
+    np.testing.assert_array_equal(maps["watershed1000"], maps["components2"])

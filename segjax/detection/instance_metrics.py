@@ -63,21 +63,34 @@ def object_count(labels: np.ndarray) -> int:
     return int(len(np.unique(labels[labels > 0])))
 
 
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 def _objects(labels: np.ndarray):
-    """(box xywh, area, rle) of each object of a label map."""
-    for value in np.unique(labels[labels > 0]):
-        mask = labels == value
-        ys, xs = np.nonzero(mask)
-        box = [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]
-        yield value, box, float(mask.sum()), _rle(mask)
+    """(value, box xywh, area, rle) of each object of a label map. Each object is cut out by its
+    bounding slice and drawn into one reused full-size Fortran buffer for pycocotools' RLE, so an
+    image of N objects costs N small masks, not N full-size comparisons."""
+    from pycocotools import mask as mask_utils
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.min(initial=0) < 0:
+        raise ValueError("label maps hold object ids >= 0")
+    buffer = np.zeros(labels.shape, np.uint8, order="F")
+    for index, window in enumerate(ndimage.find_objects(labels.astype(np.int64))):
+        if window is None:
+            continue
+        value = index + 1
+        mask = labels[window] == value
+        buffer[window] = mask
+        rle = mask_utils.encode(buffer)
+        buffer[window] = 0
+        rle["counts"] = rle["counts"].decode("ascii")
+        rows, cols = window
+        box = [
+            float(cols.start),
+            float(rows.start),
+            float(cols.stop - cols.start),
+            float(rows.stop - rows.start),
+        ]
+        yield value, box, float(mask.sum()), rle
 
 
 def coco_mask_ap(
@@ -138,10 +151,22 @@ def coco_mask_ap(
         evaluation.params.maxDets = [1, 100, max_detections]
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    stats = evaluation.stats
     return {
-        "mask_ap": max(float(stats[0]), 0.0),
-        "mask_ap50": max(float(stats[1]), 0.0),
-        "mask_ap75": max(float(stats[2]), 0.0),
+        "mask_ap": _average_precision(evaluation),
+        "mask_ap50": _average_precision(evaluation, 0.5),
+        "mask_ap75": _average_precision(evaluation, 0.75),
     }
+
+
+def _average_precision(evaluation, iou: float | None = None) -> float:
+    """COCOeval's AP over all areas at its last (largest) detection limit, averaged over its IoU
+    thresholds or at ``iou``. Read from ``eval['precision']`` rather than ``stats``: COCOeval's
+    summary computes AP@[.5:.95] (stats[0]) at 100 detections per image whatever ``maxDets``
+    says, which would cut DSB images of up to 375 nuclei (AP50 and AP75 use the last limit)."""
+    params = evaluation.params
+    precision = evaluation.eval["precision"]  # [IoU threshold, recall, class, area, maxDets]
+    precision = precision[:, :, :, params.areaRngLbl.index("all"), -1]
+    if iou is not None:
+        precision = precision[np.isclose(params.iouThrs, iou)]
+    valid = precision[precision > -1]
+    return float(valid.mean()) if valid.size else 0.0

@@ -52,6 +52,12 @@ def _method_prefixes(record: dict, split: str) -> list[tuple[str, str]]:
     return found
 
 
+def _minor_tick(value: float, _) -> str:
+    """Labels 2, 3 and 5 times a power of ten only: all nine crowd a short log axis."""
+    leading = f"{value:.0e}"[0]
+    return f"{value:g}" if leading in "235" else ""
+
+
 def _figures(config, size: int) -> tuple[int, int, int]:
     """(parameters, MACs, MACs of the encoder and pyramid alone) at size x size: Mask R-CNN's
     heads run on a fixed number of boxes, so its trunk is what compares with a U-Net's encoder
@@ -180,7 +186,7 @@ def plot(rows: list[dict], path: str, size: int, title: str, split: str) -> None
             labels.append((x, y, row["name"]))
         axis.set_xscale("log")
         axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        axis.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_minor_formatter(ticker.FuncFormatter(_minor_tick))
         axis.margins(x=0.15, y=0.1)
         place_labels(axis, labels)
         axis.set_xlabel(label)
