@@ -1,6 +1,7 @@
 """Instance segmentation of DSB 2018 nuclei: Mask R-CNN with a plain FPN, Mask R-CNN with a U-Net++
 nested pyramid (Mask R-CNN++), and a U-Net whose foreground a seeded watershed splits into nuclei
-(connected components too, in the same evaluation), each on ResNet-18 and GhostNet-1.0, trained
+(connected components too, in the same evaluation; the splitting chosen on the validation
+split by ``experiments/instances/splitter_choice.py``), each on ResNet-18 and GhostNet-1.0, trained
 the same way and scored on the full-size test images with the DSB 2018 metric and COCO mask AP.
 
     python -m segjax.experiments.run experiments/instances.py --workdir runs/instances
@@ -25,6 +26,10 @@ BUDGET = {
 }
 # The U-Net trains on the same batches: the detection targets are derived but unused.
 SAME_BATCHES = {"data.max_instances": 128, "data.min_instance_area": 4}
+# How the U-Net's foreground becomes objects, chosen on the validation split for both encoders
+# by experiments/instances/splitter_choice.py (splitter_choice.md): seed height 16, objects of
+# at least 16 pixels. Connected components are scored in the same evaluation.
+SPLITTING = ("--instances=watershed,components", "--seed_height=16", "--min_area=16")
 
 
 def get_experiment() -> Experiment:
@@ -44,7 +49,7 @@ def get_experiment() -> Experiment:
                 f"unet_{short}_watershed",
                 "configs/resnet_unet.py:dsb2018",
                 {**BUDGET, **SAME_BATCHES, **model},
-                eval_flags=("--instances=watershed,components",),
+                eval_flags=SPLITTING,
             )
         )
     return Experiment(name="instances", members=members, eval_split="test", kind="instances")
