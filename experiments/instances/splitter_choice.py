@@ -110,11 +110,25 @@ def table(rows: list[dict], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _numbers(name: str, values: list[str], kind) -> list:
+    """A list flag's entries as positive numbers, or a UserError naming the flag and entry."""
+    try:
+        numbers = [kind(value) for value in values]
+    except ValueError:
+        raise UserError(f"--{name}={','.join(values)}: entries must be {kind.__name__}s") from None
+    if not numbers or min(numbers) <= 0:
+        raise UserError(f"--{name}={','.join(values)}: give one or more numbers above 0")
+    return numbers
+
+
 def main(argv) -> int:
     cli.positional(argv)
     cli.require("workdirs")
     args = flags.FLAGS
-    splitters = grid([float(h) for h in args.seed_heights], [int(a) for a in args.min_areas])
+    splitters = grid(
+        _numbers("seed_heights", args.seed_heights, float),
+        _numbers("min_areas", args.min_areas, int),
+    )
     rows = [row for workdir in args.workdirs for row in study(workdir, args.split, splitters)]
     text = table(rows, args.split)
     print("\n" + text)
