@@ -313,7 +313,8 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
 
     if config.model.pretrained and config.model.arch.endswith("_paper"):
         raise ConfigError(
-            f"model.pretrained={config.model.pretrained!r} needs a ResNet or GhostNet encoder; "
+            f"model.pretrained={config.model.pretrained!r} needs an encoder (ResNet, GhostNet, "
+            "MobileNetV2 or EfficientNet-Lite); "
             f"model.arch={config.model.arch!r} has its own plain encoder, which no file holds"
         )
     if config.model.pretrained_kind and not config.model.pretrained:

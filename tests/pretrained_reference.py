@@ -8,6 +8,7 @@ the fixtures hold the key list and the outputs, so the tests run without torch:
     pip install -e '.[bench]'
     python -m tests.pretrained_reference            # rewrites tests/fixtures/pretrained/
     python -m tests.pretrained_reference --compare  # a table of segjax vs PyTorch, whole outputs
+    python -m tests.pretrained_reference --packaged_keys  # the packaged files' key orders
 
 Segmentation outputs are stored at every 4th pixel (the whole output is compared by the live test,
 which runs when torch is installed).
@@ -33,8 +34,14 @@ CLASSIFIERS = (
     "ghostnet_050",
     "ghostnet_100",
     "ghostnet_130",
+    "mobilenet_v2",
+    "efficientnet_lite0",
+    "efficientnet_lite0_smp",
 )
 SMP_ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
+# The PyTorch model of each segjax encoder: torchvision's or timm's classifier, and smp's name.
+TORCH_CLASSIFIERS = {"efficientnet_lite0": "tf_efficientnet_lite0"}
+SMP_ENCODERS = {"efficientnet_lite0_smp": "timm-tf_efficientnet_lite0"}
 # name -> (arch, encoder, classes, decoder attention); arch 'classifier' is the encoder's
 # ImageNet classifier.
 CASES = {
@@ -42,11 +49,42 @@ CASES = {
     **{
         f"smp_{arch}_{encoder}_c{classes}": (arch, encoder, classes, "")
         for arch in SMP_ARCHS
-        for encoder in ("resnet18", "resnet34")
+        for encoder in ("resnet18", "resnet34", "mobilenet_v2", "efficientnet_lite0_smp")
         for classes in (1, 3)
     },
     **{f"smp_{arch}_resnet18_scse_c2": (arch, "resnet18", 2, "scse") for arch in SMP_ARCHS},
 }
+
+
+# Files in another layout than their PyTorch model's (``segjax.models.weights.packaged``): the
+# layout -> (the package file, the case whose model's keys its key order maps onto one to one).
+PACKAGED_LAYOUTS = {
+    "efficientnet_pytorch": ("efficientnet_lite0", "efficientnet_lite0"),
+    "flat_mobilenet_v2": ("mobilenet_v2", "mobilenet_v2"),
+}
+PACKAGED_KEYS = os.path.join(FIXTURES, "packaged_keys.json")
+
+
+def record_packaged_keys() -> None:
+    """Writes the key order of each packaged file (read by segjax, no torch; the packages must be
+    installed)."""
+    from segjax.models.weights import read_state_dict
+    from segjax.models.weights.packaged import PACKAGED, installed_path
+
+    keys = {
+        layout: list(read_state_dict(installed_path(PACKAGED[name]))[0])
+        for layout, (name, _) in PACKAGED_LAYOUTS.items()
+    }
+    with open(PACKAGED_KEYS, "w") as file:
+        json.dump(keys, file, indent=0)
+        file.write("\n")
+
+
+def renamed_by_position(tensors: dict, file_keys: list[str]) -> dict:
+    """``tensors`` under the packaged file's names, matched by position; keys past the file's
+    (a classifier the file lacks) keep their names."""
+    names = list(file_keys) + list(tensors)[len(file_keys) :]
+    return dict(zip(names, tensors.values(), strict=True))
 
 
 def seeded_state_dict(keys: list[tuple[str, list[int], str]], seed: int = SEED) -> dict:
@@ -120,16 +158,21 @@ def segjax_init(name: str) -> dict:
     return jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), abstract)
 
 
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def never_run_parameters(name: str) -> int:
     """Parameters PyTorch's model has but never runs (smp's scSE before its last, skipless
-    block), which segjax does not build: torch's count = segjax's + these."""
-    from segjax.models.weights.transfer import abstract_variables, smp_unused_attention
+    block; EfficientNet's conv_head and bn2), which segjax does not build: torch's count =
+    segjax's + these."""
+    from segjax.models.weights.smp import never_run
+    from segjax.models.weights.transfer import abstract_variables
 
     if CASES[name][0] == "classifier":
         return 0
     model = segjax_model(name)
-    shapes = smp_unused_attention(model, abstract_variables(model, input_shape(name)[1]))
-    return sum(int(np.prod(shape)) for shape in shapes.values())
+    tensors = never_run(model, abstract_variables(model, input_shape(name)[1]))
+    return sum(v.size for k, v in tensors.items() if not k.endswith(_STATISTICS))
 
 
 # --- PyTorch side (the bench extra) ---
@@ -141,13 +184,17 @@ def torch_model(name: str):
 
     arch, encoder, classes, attention = CASES[name]
     if arch == "classifier":
-        if encoder.startswith("resnet"):
+        if encoder.startswith(("resnet", "mobilenet")):
             return getattr(torchvision.models, encoder)(weights=None).eval()
-        return timm.create_model(encoder, pretrained=False).eval()
+        name = TORCH_CLASSIFIERS.get(encoder, encoder.removesuffix("_smp"))
+        return timm.create_model(name, pretrained=False).eval()
     import segmentation_models_pytorch as smp
 
     model = getattr(smp, SMP_ARCHS[arch])(
-        encoder, encoder_weights=None, classes=classes, decoder_attention_type=attention or None
+        SMP_ENCODERS.get(encoder, encoder),
+        encoder_weights=None,
+        classes=classes,
+        decoder_attention_type=attention or None,
     )
     return model.eval()
 
@@ -199,6 +246,9 @@ def compare() -> None:
 def main() -> int:
     if "--compare" in sys.argv[1:]:
         compare()
+        return 0
+    if "--packaged_keys" in sys.argv[1:]:
+        record_packaged_keys()
         return 0
     import torch
 

@@ -24,7 +24,7 @@ from segjax.models.weights import (
     read_state_dict,
     write_safetensors,
 )
-from segjax.models.weights.transfer import smp_unused_attention
+from segjax.models.weights.smp import never_run as never_run_tensors
 from tests import pretrained_reference as ref
 from tests.cli_utils import assert_one_error_line, run
 
@@ -67,6 +67,40 @@ def test_output_parity_with_pytorch_fixture(tmp_path, name):
 @pytest.mark.parametrize("name", [n for n in ref.CASES if n not in DEFAULT_CASES])
 def test_output_parity_with_pytorch_fixture_full_matrix(tmp_path, name):
     check_parity(tmp_path, name)
+
+
+@pytest.mark.parametrize("layout", list(ref.PACKAGED_LAYOUTS))
+def test_packaged_file_layouts_match_pytorch(tmp_path, layout):
+    """The layouts of the packaged ImageNet files (EfficientNet-PyTorch's keys, the flat
+    MobileNetV2 keys): seeded weights under the real files' key names, matched by position with
+    the PyTorch model's keys, give that model's outputs."""
+    _, name = ref.PACKAGED_LAYOUTS[layout]
+    with open(ref.PACKAGED_KEYS) as file:
+        file_keys = json.load(file)[layout]
+    tensors = ref.renamed_by_position(ref.seeded_state_dict(FIXTURES[name]["keys"]), file_keys)
+    assert [k for k in tensors if k in file_keys] == file_keys  # every key of the real file
+    variables, report = load_weights(ref.segjax_model(name), ref.segjax_init(name), tensors, layout)
+    assert report.parameters == FIXTURES[name]["parameters"]
+    expected = np.load(os.path.join(ref.FIXTURES, f"{name}.npy"))
+    got = ref.segjax_output(name, variables)
+    assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
+
+
+def test_smp_efficientnet_needs_the_smp_padding(tmp_path):
+    """smp computes its EfficientNet-Lite0 with PyTorch's padding: its whole models fill
+    efficientnet_lite0_smp, and the TensorFlow-padded efficientnet_lite0 refuses them, naming it
+    (the encoder alone still loads, as the weights are the same)."""
+    tensors, _ = read_state_dict(seeded_file(tmp_path, "smp_unet_efficientnet_lite0_smp_c1"))
+    model = create_model("unet", "efficientnet_lite0")
+    from segjax.models.weights.transfer import abstract_variables
+
+    zeros = __import__("jax").tree.map(
+        lambda x: np.zeros(x.shape, x.dtype), abstract_variables(model, 3)
+    )
+    with pytest.raises(WeightsFileError, match="which is encoder efficientnet_lite0_smp"):
+        load_weights(model, zeros, tensors, "x")
+    _, report = load_weights(model, zeros, tensors, "x", scope="encoder")
+    assert report.target == "the encoder" and report.parameters == 2_958_848
 
 
 def test_fixtures_cover_every_case():
@@ -232,12 +266,17 @@ def test_one_channel_model_from_an_rgb_file(tmp_path):
         "smp_unetpp_resnet18_scse_c2",
         "ghostnet_050",
         "smp_unet_resnet34_c1",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "smp_unetpp_mobilenet_v2_c3",
+        "smp_unet_efficientnet_lite0_smp_c1",
     ],
 )
 def test_export_gives_pytorchs_keys_and_round_trips(tmp_path, name):
     variables, _ = import_case(tmp_path, name)
     tensors, layout = export_state_dict(ref.segjax_model(name), variables)
-    assert layout == ("smp" if name.startswith("smp") else "timm")
+    expected_layout = {"ghostnet_050": "timm", "mobilenet_v2": "torchvision"}
+    assert layout == ("smp" if name.startswith("smp") else expected_layout.get(name, "timm"))
     # Exactly the keys, shapes and dtypes of PyTorch's state dict: load_state_dict(strict=True).
     assert [(k, list(v.shape), str(v.dtype)) for k, v in tensors.items()] == [
         (k, s, d)
@@ -245,10 +284,10 @@ def test_export_gives_pytorchs_keys_and_round_trips(tmp_path, name):
     ]
     original = ref.seeded_state_dict(FIXTURES[name]["keys"])
     model = ref.segjax_model(name)
-    never_run = smp_unused_attention(model, variables) if layout == "smp" else {}
+    never_run = never_run_tensors(model, variables) if layout == "smp" else {}
     for key, value in tensors.items():
-        if key in never_run:  # smp builds them and never runs them; exported as zeros
-            assert not value.any()
+        if key in never_run:  # smp builds them and never runs them; zeros, identity BatchNorm
+            assert np.array_equal(value, never_run[key]), key
         elif not key.endswith("num_batches_tracked"):
             assert np.array_equal(value, original[key]), key
     path = str(tmp_path / "out.safetensors")

@@ -41,7 +41,7 @@ def config_with(**values):
         ({"optimizer__freeze_encoder_steps": -2}, "optimizer.freeze_encoder_steps=-2 is not"),
         (
             {"model__arch": "unet_paper", "model__encoder": "", "model__pretrained": "w.pth"},
-            "model.pretrained='w.pth' needs a ResNet or GhostNet encoder",
+            "model.pretrained='w.pth' needs an encoder (ResNet, GhostNet",
         ),
         ({"eval_every_steps": 0}, "eval_every_steps=0 is not valid"),
         ({"checkpoint_every_steps": 0}, "checkpoint_every_steps=0 is not valid"),

@@ -18,7 +18,17 @@ from segjax.models.detection import (
     MaskRCNN,
     NestedPyramid,
 )
+from segjax.models.encoders.efficientnet_lite import (
+    EFFICIENTNETS,
+    EfficientNetLiteClassifier,
+    EfficientNetLiteEncoder,
+)
 from segjax.models.encoders.ghostnet import GHOSTNETS, GhostNetClassifier, GhostNetEncoder
+from segjax.models.encoders.mobilenet_v2 import (
+    MOBILENETS,
+    MobileNetV2Classifier,
+    MobileNetV2Encoder,
+)
 from segjax.models.encoders.plain import PAPER_FILTERS, PlainEncoder
 from segjax.models.encoders.resnet import RESNETS, ResNetClassifier, ResNetEncoder
 from segjax.models.layers import DoubleConv, GhostDoubleConv, conv
@@ -27,6 +37,14 @@ from segjax.models.segmentation import SegmentationModel
 ENCODERS = {
     **{name: (ResNetEncoder, ResNetClassifier, kwargs) for name, kwargs in RESNETS.items()},
     **{name: (GhostNetEncoder, GhostNetClassifier, kwargs) for name, kwargs in GHOSTNETS.items()},
+    **{
+        name: (MobileNetV2Encoder, MobileNetV2Classifier, kwargs)
+        for name, kwargs in MOBILENETS.items()
+    },
+    **{
+        name: (EfficientNetLiteEncoder, EfficientNetLiteClassifier, kwargs)
+        for name, kwargs in EFFICIENTNETS.items()
+    },
 }
 DEFAULT_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 DECODER_BLOCKS = ("conv", "ghost")

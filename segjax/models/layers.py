@@ -18,6 +18,7 @@ from segjax.models import conv_ops
 
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
+Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
 def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -45,15 +46,19 @@ def conv(
     use_bias: bool = False,
     dtype: Dtype = jnp.float32,
     name: str | None = None,
+    padding: Padding | None = None,
 ) -> nn.Conv:
-    """A 2-D convolution padded like PyTorch's ``Conv2d(padding=kernel_size // 2)``; depthwise
-    and 1x1 ones take the backend's fast path (``conv_ops``), with the same parameters."""
-    pad = kernel_size // 2
+    """A 2-D convolution padded like PyTorch's ``Conv2d(padding=kernel_size // 2)``, or by
+    ``padding`` ((top, bottom), (left, right)) when given; depthwise and 1x1 ones take the
+    backend's fast path (``conv_ops``), with the same parameters."""
+    if padding is None:
+        pad = kernel_size // 2
+        padding = ((pad, pad), (pad, pad))
     return nn.Conv(
         features,
         (kernel_size, kernel_size),
         strides=(strides, strides),
-        padding=((pad, pad), (pad, pad)),
+        padding=padding,
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=dtype,
@@ -63,25 +68,47 @@ def conv(
     )
 
 
-def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's momentum and epsilon; batch statistics while training."""
+def tf_same_padding(size: tuple[int, int], kernel_size: int, strides: int) -> Padding:
+    """TensorFlow's 'SAME' padding of an input of ``size`` (height, width): the output has
+    ceil(size / strides) pixels and the padding's odd pixel goes to the bottom and right (for a
+    stride-2 3x3 convolution of an even size: none at the top and left, one at the bottom and
+    right). timm's ``tf_*`` models pad so, to give the outputs of TensorFlow-trained weights."""
+    pads = []
+    for length in size:
+        total = max((-(-length // strides) - 1) * strides + kernel_size - length, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
+def batch_norm(
+    train: bool, dtype: Dtype = jnp.float32, name: str | None = None, epsilon: float = 1e-5
+) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's momentum and epsilon (TensorFlow-trained weights use 1e-3);
+    batch statistics while training."""
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name
+        use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, name=name
     )
 
 
 class ConvBNAct(nn.Module):
-    """Convolution (no bias), BatchNorm, optional ReLU."""
+    """Convolution (no bias), BatchNorm, optional activation (ReLU by default, ``relu6`` in
+    MobileNetV2 and EfficientNet-Lite, None for a linear projection). ``tf_same`` pads as
+    TensorFlow does (``tf_same_padding``) and ``epsilon`` is the BatchNorm's."""
 
     features: int
     kernel_size: int = 3
     strides: int = 1
     groups: int = 1
-    relu: bool = True
     dtype: Dtype = jnp.float32
+    activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+    epsilon: float = 1e-5
+    tf_same: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        padding = (
+            tf_same_padding(x.shape[1:3], self.kernel_size, self.strides) if self.tf_same else None
+        )
         x = conv(
             self.features,
             self.kernel_size,
@@ -89,9 +116,10 @@ class ConvBNAct(nn.Module):
             self.groups,
             dtype=self.dtype,
             name="conv",
+            padding=padding,
         )(x)
-        x = batch_norm(train, self.dtype, name="bn")(x)
-        return nn.relu(x) if self.relu else x
+        x = batch_norm(train, self.dtype, name="bn", epsilon=self.epsilon)(x)
+        return x if self.activation is None else self.activation(x)
 
 
 class SqueezeExcite(nn.Module):

@@ -1,30 +1,24 @@
-"""Reading and writing PyTorch state dicts without running code from the file.
+"""Reading and writing PyTorch state dicts without torch and without running code from a file.
 
-``.safetensors`` is read and written through the ``safetensors`` package's NumPy API (no torch
-needed). ``.pth`` / ``.pt`` / ``.bin`` (pickles) are read only through ``torch.load(...,
-weights_only=True)``, which refuses anything but tensors and plain containers, and only when torch
-is installed; without it the error says how to convert the file. Nothing here calls
-``pickle.load`` or ``weights_only=False``.
+``.safetensors`` is read and written through the ``safetensors`` package's NumPy API.
+``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` (``torch.save``'s zip archives and legacy streams) are
+read by ``torch_pickle.read_torch_file``, which rebuilds tensors and plain containers only and
+refuses any other global a pickle names, by name, without importing or calling it.
 """
 
 import hashlib
 import os
-import warnings
 
+import ml_dtypes
 import numpy as np
 
 from segjax.errors import UserError
+from segjax.models.weights.torch_pickle import TorchFileError, read_torch_file
 
 SAFETENSORS = (".safetensors",)
 PICKLES = (".pth", ".pt", ".bin", ".ckpt")
 # Where training scripts commonly nest the state dict inside a saved checkpoint dict.
 _NESTED = ("state_dict", "model", "model_state_dict", "module")
-
-CONVERT_HINT = (
-    'convert it where torch is installed: python -c "import torch, safetensors.torch as st; '
-    "st.save_file({k: v.contiguous() for k, v in torch.load('IN', weights_only=True).items()}, "
-    "'OUT.safetensors')\""
-)
 
 
 class WeightsFileError(UserError):
@@ -69,41 +63,24 @@ def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]
 
 def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
     try:
-        import torch
-    except ImportError:
-        raise WeightsFileError(
-            f"{path}: a PyTorch pickle, which segjax reads only through torch.load("
-            f"weights_only=True) and torch is not installed; {CONVERT_HINT}"
-        ) from None
-    try:
-        with warnings.catch_warnings():  # e.g. about the pickle protocol: the error says it all
-            warnings.simplefilter("ignore")
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types; all mean "refused"
-        raise WeightsFileError(
-            f"{path}: refused by torch.load(weights_only=True): {_reason(error)} (segjax never "
-            "unpickles code; if you trust the file, convert it to safetensors yourself)"
-        ) from None
+        loaded = read_torch_file(path)
+    except TorchFileError as error:
+        raise WeightsFileError(f"{path}: refused: {error}") from None
+    except OSError as error:
+        raise WeightsFileError(f"{path}: cannot be read ({error.strerror or error})") from None
     for key in _NESTED:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
             break
-    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+    if not isinstance(loaded, dict) or not loaded or not all(
+        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in loaded.items()
+    ):
         raise WeightsFileError(f"{path}: holds no state dict (a mapping of names to tensors)")
-    # NumPy has no bfloat16: such tensors are widened to float32.
+    # NumPy has no bfloat16 of its own: such tensors are widened to float32 (exactly).
     return {
-        key: (value.float() if value.dtype == torch.bfloat16 else value).detach().numpy()
+        key: value.astype(np.float32) if value.dtype == ml_dtypes.bfloat16 else value
         for key, value in loaded.items()
     }
-
-
-def _reason(error: Exception) -> str:
-    """The line of torch's multi-line refusal that says what was refused."""
-    text = " ".join(str(error).split())
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        return text.split(marker, 1)[1].split(" Check the documentation")[0].strip()
-    return text[:300] or type(error).__name__
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:

