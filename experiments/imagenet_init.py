@@ -31,8 +31,8 @@ BUDGET = {
 }
 # The converted files' digests (python -m segjax.imagenet_weights writes the same bytes each time).
 CONVERTED_SHA256 = {
-    "mobilenet_v2": "da21f4e5fda99fb0cc33acdcdb40024afd9ea2426fc5338ac7853de45fce8858",
-    "efficientnet_lite0": "7d2ae3f484dda1c94b334331da4826914d0d7fda57d85b674263f826915c13d7",
+    "mobilenet_v2": "4e7dcf27a2418356821142e811f116024084d47d3fa59584ade9371d0b985daa",
+    "efficientnet_lite0": "70c00cb9ebb4ebae4b6c2e9627b49e1448f5a80955c8c140f61a77921589bbd0",
 }
 MODELS = (
     ("mobilenetv2", "configs/mobilenet_unet.py:dsb2018", "mobilenet_v2"),

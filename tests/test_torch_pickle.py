@@ -75,9 +75,8 @@ def test_integer_tensor_where_weights_belong_is_named(tmp_path):
     path = str(tmp_path / "r18.pth")
     torch_files.write_legacy(path, torch_files.tensors_of(tensors))
     with pytest.raises(WeightsFileError, match=r"tensor layer2.0.conv1.weight is int32, not fl"):
-        load_weights(
-            create_classifier("resnet18"), ref.segjax_init("resnet18"), read_state_dict(path)[0], "x"
-        )
+        tensors, _ = read_state_dict(path)
+        load_weights(create_classifier("resnet18"), ref.segjax_init("resnet18"), tensors, "x")
 
 
 class RunsACommand:

@@ -7,6 +7,7 @@ refuses any other global a pickle names, by name, without importing or calling i
 """
 
 import hashlib
+import json
 import os
 
 import ml_dtypes
@@ -72,8 +73,10 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
             break
-    if not isinstance(loaded, dict) or not loaded or not all(
-        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in loaded.items()
+    if (
+        not isinstance(loaded, dict)
+        or not loaded
+        or not all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in loaded.items())
     ):
         raise WeightsFileError(f"{path}: holds no state dict (a mapping of names to tensors)")
     # NumPy has no bfloat16 of its own: such tensors are widened to float32 (exactly).
@@ -84,7 +87,8 @@ def _read_torch_pickle(path: str) -> dict[str, np.ndarray]:
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Writes atomically: a crash leaves the old file or none, never half of one."""
+    """Writes atomically (a crash leaves the old file or none, never half of one) and
+    reproducibly: the same tensors and metadata give the same bytes."""
     from safetensors.numpy import save_file
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -92,11 +96,29 @@ def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict[
     temporary = f"{path}.tmp-{os.getpid()}"
     try:
         save_file(
-            {key: np.ascontiguousarray(value) for key, value in tensors.items()},
+            # np.asarray keeps a 0-d tensor (num_batches_tracked) 0-d; ascontiguousarray would not
+            {key: np.asarray(value, order="C") for key, value in tensors.items()},
             temporary,
             metadata=metadata,
         )
+        _sort_metadata(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _sort_metadata(path: str) -> None:
+    """safetensors writes its metadata in hash-map order, which differs between runs; the same
+    keys sorted take the same bytes, so the header is rewritten in place with them sorted."""
+    with open(path, "r+b") as file:
+        length = int.from_bytes(file.read(8), "little")
+        raw = file.read(length)
+        header = json.loads(raw)
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length:  # the same keys and values: the same length, padded as before
+            file.seek(8)
+            file.write(text.ljust(length, b" "))

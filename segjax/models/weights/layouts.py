@@ -3,8 +3,8 @@ state-dict key holding the same tensor.
 
 Encoder families and the layouts each is read from (the first is the one it is written in):
 
-- ``resnet``: ``torchvision`` (``torchvision.models.resnet18/34/50/101``; timm's ``resnet*.tv_in1k``,
-  ``.tv2_in1k`` and ``.a1_in1k`` files use the same keys);
+- ``resnet``: ``torchvision`` (``torchvision.models.resnet18/34/50/101``; timm's
+  ``resnet*.tv_in1k``, ``.tv2_in1k`` and ``.a1_in1k`` files use the same keys);
 - ``ghostnet``: ``timm`` (``ghostnet_050/100/130``);
 - ``mobilenet_v2``: ``torchvision`` (``torchvision.models.mobilenet_v2``, whole or its
   ``features`` only) and ``flat_mobilenet_v2`` (the flat ``features.N.conv.K`` keys of

@@ -146,7 +146,9 @@ class _Unpickler(pickle.Unpickler):
             raise TorchFileError(f"storage {str(key)[:40]!r} has a malformed id")
         view = view[0] if view else None
         if view is not None and not (
-            isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
+            isinstance(view, tuple)
+            and len(view) == 3
+            and isinstance(view[0], str)
             and all(isinstance(v, int) and v >= 0 for v in view[1:])
         ):
             raise TorchFileError(f"storage {key!r} has a malformed view")
@@ -163,8 +165,18 @@ def _load_pickle(file: BinaryIO, storages: dict[str, _Storage]) -> Any:
         return _Unpickler(file, storages).load()
     except TorchFileError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-            AttributeError, struct.error, MemoryError, RecursionError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        struct.error,
+        MemoryError,
+        RecursionError,
+    ) as error:
         raise TorchFileError(f"not a readable pickle ({type(error).__name__}: {error})") from None
 
 
@@ -298,7 +310,9 @@ def _tensor_array(tensor: _Tensor, storages: dict[str, _Storage], name: str) -> 
         raise TorchFileError(f"tensor {name!r} has a negative offset, size or stride")
     count = math.prod(tensor.size)
     if count:
-        last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride))
+        last = tensor.offset + sum(
+            (n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True)
+        )
         if last >= data.size:
             raise TorchFileError(
                 f"tensor {name!r} (offset {tensor.offset}, size {tensor.size}) reaches element "

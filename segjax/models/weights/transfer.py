@@ -17,9 +17,9 @@ import math
 from typing import Any
 
 import flax.linen as nn
-import ml_dtypes
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
