@@ -3,13 +3,22 @@
 Optional: needs ``pip install -e '.[bench]'`` (torch and segmentation-models-pytorch). GhostNet
 encoders come from timm through smp's ``tu-`` prefix. Same architecture, encoder, classes, input
 size, batch, optimizer (AdamW with the config's learning rate and weight decay) and loss
-(cross-entropy + Dice); random weights, as segjax has no pretrained ones.
+(cross-entropy + Dice); random weights (speed does not depend on them).
 """
 
 from segjax.benchmark import time_calls
 from segjax.models.factory import DEFAULT_DECODER_CHANNELS
 
-ENCODERS = {"resnet18": "resnet18", "resnet34": "resnet34", "ghostnet_100": "tu-ghostnet_100"}
+ENCODERS = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "ghostnet_100": "tu-ghostnet_100",
+    "mobilenet_v2": "mobilenet_v2",
+    # smp's EfficientNet-Lite0 pads like PyTorch (segjax's efficientnet_lite0_smp); the same
+    # network and compute as efficientnet_lite0's TensorFlow padding, so the same speed.
+    "efficientnet_lite0": "timm-tf_efficientnet_lite0",
+    "efficientnet_lite0_smp": "timm-tf_efficientnet_lite0",
+}
 ARCHS = {"unet": "Unet", "unetpp": "UnetPlusPlus"}
 
 

@@ -27,6 +27,7 @@ BUDGET = {
     "batch_size": 8,
     "data.image_size": (96, 96),
     "eval_every_steps": 250,
+    "log_every_steps": 25,  # the training-loss curves
     "checkpoint_every_steps": 100,
 }
 # The converted files' digests (python -m segjax.imagenet_weights writes the same bytes each time).

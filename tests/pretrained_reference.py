@@ -241,6 +241,40 @@ def compare() -> None:
         error = np.abs(segjax_output(name, variables) - expected).max() / np.abs(expected).max()
         shape = "x".join(map(str, input_shape(name)))
         print(f"| {name} | {shape} | {report.model_parameters:,} | {error:.1e} |", flush=True)
+    compare_packaged_layouts()
+
+
+def compare_packaged_layouts() -> None:
+    """The rows of the packaged files' layouts: the seeded weights under the real file's key
+    names (by position), saved as torch.save's legacy stream like the packaged files, read by
+    segjax's torch-free reader."""
+    import tempfile
+
+    import torch
+
+    from segjax.models.weights import load_weights, read_state_dict
+
+    with open(PACKAGED_KEYS) as file:
+        packaged_keys = json.load(file)
+    for layout, (_, name) in PACKAGED_LAYOUTS.items():
+        model = torch_model(name)
+        tensors = seeded_state_dict(torch_keys(model))
+        expected = torch_output(model, tensors, seeded_input(input_shape(name)))
+        renamed = renamed_by_position(tensors, packaged_keys[layout])
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "weights.pth")
+            torch.save(
+                {k: torch.from_numpy(np.asarray(v)) for k, v in renamed.items()},
+                path,
+                _use_new_zipfile_serialization=False,
+            )
+            variables, report = load_weights(
+                segjax_model(name), segjax_init(name), read_state_dict(path)[0], path
+            )
+        error = np.abs(segjax_output(name, variables) - expected).max() / np.abs(expected).max()
+        shape = "x".join(map(str, input_shape(name)))
+        row = f"{name} ({layout} keys, legacy .pth)"
+        print(f"| {row} | {shape} | {report.model_parameters:,} | {error:.1e} |", flush=True)
 
 
 def main() -> int:

@@ -17,6 +17,10 @@ EXPECTED_CHANNELS = {
     "ghostnet_050": (8, 12, 20, 56, 80),
     "ghostnet_100": (16, 24, 40, 112, 160),
     "ghostnet_130": (20, 32, 52, 144, 208),
+    # smp's taps: torchvision features 1, 3, 6, 13, 18; timm's stem and stages 1, 2, 4, 6.
+    "mobilenet_v2": (16, 24, 32, 96, 1280),
+    "efficientnet_lite0": (32, 24, 40, 112, 320),
+    "efficientnet_lite0_smp": (32, 24, 40, 112, 320),
 }
 
 
@@ -90,3 +94,32 @@ def test_convolution_padding_is_symmetric_like_pytorch():
     rows = np.nonzero(np.asarray(grad[0, :, 0, 0]))[0]
     assert rows.tolist() == [0, 1, 2, 3]
     assert layer.apply(variables, x).shape == (1, 8, 8, 1)
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 32, 33, 224])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (3, 2), (5, 2), (1, 1)])
+def test_tf_same_padding_is_tensorflows(size, kernel, stride):
+    """As lax's 'SAME' (TensorFlow's rule): ceil(size / stride) outputs, the odd pixel of padding
+    at the bottom and right."""
+    from jax import lax
+
+    from segjax.models.layers import tf_same_padding
+
+    expected = lax.padtype_to_pads((size, size + 1), (kernel, kernel), (stride, stride), "SAME")
+    assert tf_same_padding((size, size + 1), kernel, stride) == tuple(map(tuple, expected))
+
+
+def test_efficientnet_flavours_differ_only_in_padding_and_epsilon():
+    """efficientnet_lite0 (TensorFlow 'same', eps 1e-3) and efficientnet_lite0_smp (PyTorch's
+    symmetric padding, eps 1e-5): the same parameters, different outputs on the same weights
+    (the first stages, where both differences already act)."""
+    tf, smp = build_encoder("efficientnet_lite0", 2), build_encoder("efficientnet_lite0_smp", 2)
+    x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+    variables = jax.jit(tf.init)(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(
+        jnp.shape, jax.eval_shape(lambda: smp.init(jax.random.key(1), x))
+    )
+    outputs = [jax.jit(m.apply)(variables, x) for m in (tf, smp)]
+    for a, b in zip(*outputs, strict=True):
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() > 0.01 * np.abs(a).max()

@@ -114,6 +114,19 @@ def test_nested_p2_sees_the_deepest_level():
         assert float(jnp.abs(jax.grad(p2)(features[3])).sum()) > 0
 
 
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "efficientnet_lite0"])
+@pytest.mark.parametrize("pyramid", ["fpn", "unetpp"])
+def test_lightweight_encoders_under_both_pyramids(encoder, pyramid):
+    """Mask R-CNN's pyramids take the encoder's skips at strides 4..32, whatever their widths."""
+    model = create_model(
+        "maskrcnn", encoder, 2, pyramid=pyramid, pyramid_channels=16, max_detections=5
+    )
+    x = jnp.zeros((1, 64, 64, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert jax.tree.leaves(out)
+
+
 def test_create_model_checks_detection_options():
     with pytest.raises(ValueError, match="pyramid='bifpn' is not valid"):
         create_model("maskrcnn", "resnet18", 2, pyramid="bifpn")

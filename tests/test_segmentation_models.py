@@ -146,6 +146,25 @@ def _subtree(tree, like):
     return {key: _subtree(tree[key], value) for key, value in like.items()}
 
 
+@pytest.mark.parametrize("encoder", ["mobilenet_v2", "efficientnet_lite0"])
+@pytest.mark.parametrize(
+    "arch,options,outputs",
+    [
+        ("unetpp", {"deep_supervision": True}, 4),
+        ("unetpp", {"deep_supervision": True, "prune_level": 2}, 2),
+        ("unetpp", {"prune_level": 3, "encoder_depth": 4}, 1),
+        ("unet", {"decoder_block": "ghost", "attention": "scse"}, 1),
+        ("unetpp", {"decoder_block": "ghost", "encoder_depth": 3}, 1),
+        ("unet", {"freeze_encoder_bn": True, "dtype": "bfloat16"}, 1),
+    ],
+)
+def test_lightweight_encoders_take_every_option(encoder, arch, options, outputs):
+    model = create_model(arch, encoder, num_classes=2, in_channels=1, **options)
+    shapes = output_shapes(model, (1, 45, 61, 1))
+    shapes = shapes if isinstance(shapes, list) else [shapes]
+    assert [s.shape for s in shapes] == [(1, 45, 61, 2)] * outputs
+
+
 @pytest.mark.parametrize("arch", ["unet", "unetpp"])
 @pytest.mark.parametrize("encoder", ["resnet34", "ghostnet_100"])
 def test_ghost_decoder_is_at_least_40_percent_lighter(arch, encoder):
