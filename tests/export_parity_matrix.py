@@ -2,7 +2,8 @@
 
     python -m tests.export_parity_matrix [--sizes 64x64,64x96] [--archs ...] [--encoders ...]
 
-Every encoder (ResNet-18/34/50/101, GhostNet 0.5/1.0/1.3) with U-Net, U-Net++ and U-Net++ with
+Every encoder (ResNet-18/34/50/101, GhostNet 0.5/1.0/1.3, MobileNetV2, EfficientNet-Lite0 in
+both paddings) with U-Net, U-Net++ and U-Net++ with
 deep supervision, and the paper U-Net; random weights (seed 0) with BatchNorm running statistics
 drawn away from their (0, 1) initial values so that they matter (means N(0, 0.2), variances
 U(1, 2): variances below 1 amplify, and through ResNet-101's 100-odd BatchNorms they gave a
@@ -23,7 +24,8 @@ import tempfile
 import numpy as np
 
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "ghostnet_050", "ghostnet_100",
-            "ghostnet_130")  # fmt: skip
+            "ghostnet_130", "mobilenet_v2", "efficientnet_lite0",
+            "efficientnet_lite0_smp")  # fmt: skip
 ARCHS = ("unet", "unetpp", "unetpp_ds", "unet_paper")
 BATCHES = (1, 3)
 

@@ -210,11 +210,40 @@ def test_ghost_bottleneck_is_the_same_on_both_paths():
     assert_grads_close(got_grads, expected_grads, 1e-4)
 
 
+def test_inverted_residual_is_the_same_on_both_paths():
+    """MobileNetV2's / EfficientNet-Lite's block, strided 5x5 depthwise with TensorFlow's
+    asymmetric 'same' padding, in train mode: value and gradients equal on both paths."""
+    from segjax.models.encoders.mbconv import InvertedResidual
+
+    block = InvertedResidual(features=16, expansion=6, kernel_size=5, strides=2, tf_same=True)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, 10, 8))
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+
+    def outputs(impl):
+        def loss(params, x):
+            with conv_ops.conv_implementation(impl):
+                out, _ = block.apply(
+                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+                )
+            return jnp.sum(jnp.sin(out)), out
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables["params"], x
+        )
+
+    (_, expected), expected_grads = outputs("lax")
+    (_, got), got_grads = outputs("fused")
+    assert_close([got], [expected], 1e-5)
+    assert_grads_close(got_grads, expected_grads, 1e-4)
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize(
     "arch,encoder,options",
     [
         ("unet", "ghostnet_100", {}),
+        ("unet", "mobilenet_v2", {}),
+        ("unetpp", "efficientnet_lite0", {"deep_supervision": True}),
         ("unetpp", "ghostnet_050", {"deep_supervision": True, "decoder_block": "ghost"}),
         ("unet", "resnet18", {}),
         ("unetpp_paper", None, {"filters": (8, 16, 32)}),

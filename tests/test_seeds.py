@@ -14,6 +14,7 @@ def row(name, config, overrides, miou):
         "image_miou": miou - 0.01,
         "dice": miou + 0.05,
         "image_dice": miou + 0.04,
+        "highlight_iou": miou - 0.1,
     }
 
 
@@ -36,6 +37,9 @@ def test_only_runs_differing_in_seed_are_grouped():
     assert "| unet | 0,1,2 | 0.8000 +- 0.1000 [0.7000, 0.9000] | 0.7900 +- 0.1000" in "\n".join(
         lines
     )
+    assert "IoU (set) |" not in "\n".join(lines).replace("mIoU", "")  # no class, no column
+    lines = "\n".join(seed_table([summary], "nucleus"))
+    assert "test nucleus IoU (set)" in lines and "| 0.7000 +- 0.1000 [0.6000, 0.8000] |" in lines
 
 
 def test_no_group_without_repeated_runs():

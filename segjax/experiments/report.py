@@ -151,7 +151,7 @@ def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if spread:
-        lines += seed_table(spread)
+        lines += seed_table(spread, highlight)
     lines += ["![test mIoU against parameters and MACs](results.png)", ""]
     return "\n".join(lines)
 
@@ -232,8 +232,10 @@ MARKERS = ("o", "^", "s", "D", "P", "X", "*")
 
 
 def encoder_family(encoder: str) -> str:
-    """'resnet34' -> 'resnet', 'ghostnet_100' -> 'ghostnet', 'plain' -> 'plain'."""
-    return re.sub(r"[_\d]+$", "", encoder) or encoder
+    """'resnet34' -> 'resnet', 'ghostnet_100' -> 'ghostnet', 'mobilenet_v2' -> 'mobilenet',
+    'efficientnet_lite0' -> 'efficientnet', 'plain' -> 'plain'."""
+    match = re.match(r"[a-z]+", encoder)
+    return match.group() if match else encoder
 
 
 def plot(points: list[dict], path: str, size: int, title: str) -> None:

@@ -13,6 +13,7 @@ METRICS = [
     ("image_miou", "test mIoU (per image)"),
     ("dice", "test Dice (set)"),
     ("image_dice", "test Dice (per image)"),
+    ("highlight_iou", "test {highlight} IoU (set)"),  # the experiment's highlighted class
 ]
 SPREAD_FIELDS = ("mean", "sd", "min", "max")
 
@@ -39,7 +40,7 @@ def seed_groups(rows: list[dict]) -> list[dict]:
             "seeds": sorted(m["seed"] for m in members),
         }
         for key, _ in METRICS:
-            values = [m[key] for m in members]
+            values = [m.get(key, float("nan")) for m in members]
             summary[key] = {
                 "mean": statistics.fmean(values),
                 "sd": statistics.stdev(values),  # sample standard deviation (n - 1)
@@ -50,20 +51,23 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     return summaries
 
 
-def seed_table(summaries: list[dict]) -> list[str]:
-    """Markdown lines: mean +- sd [min, max] of each metric, one row per model."""
-    header = ["model", "seeds"] + [title for _, title in METRICS]
+def seed_table(summaries: list[dict], highlight: str | None = None) -> list[str]:
+    """Markdown lines: mean +- sd [min, max] of each metric, one row per model (the highlighted
+    class's IoU when the experiment names one)."""
+    metrics = [(k, t.format(highlight=highlight)) for k, t in METRICS]
+    metrics = [(k, t) for k, t in metrics if k != "highlight_iou" or highlight]
+    header = ["model", "seeds"] + [title for _, title in metrics]
     lines = [
         "## Seed spread",
         "",
         "Members that differ only in their seed: mean +- sample standard deviation [min, max].",
         "",
         "| " + " | ".join(header) + " |",
-        "|---|---" + "|---:" * len(METRICS) + "|",
+        "|---|---" + "|---:" * len(metrics) + "|",
     ]
     for summary in summaries:
         cells = [summary["name"], ",".join(str(s) for s in summary["seeds"])]
-        for key, _ in METRICS:
+        for key, _ in metrics:
             s = summary[key]
             cells.append(f"{s['mean']:.4f} +- {s['sd']:.4f} [{s['min']:.4f}, {s['max']:.4f}]")
         lines.append("| " + " | ".join(cells) + " |")
