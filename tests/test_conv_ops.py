@@ -183,58 +183,45 @@ def assert_same_model(arch, encoder, size=32, **options):
     assert_grads_close(fused[1], standard[1], 1e-4)
 
 
+def assert_block_same_on_both_paths(block, x):
+    """A block in train mode: its output and the gradients of its parameters and input equal
+    on the lax and fused paths."""
+    variables = block.init(jax.random.PRNGKey(0), x, train=False)
+
+    def outputs(impl):
+        def loss(params, x):
+            with conv_ops.conv_implementation(impl):
+                out, _ = block.apply(
+                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+                )
+            return jnp.sum(jnp.sin(out)), out
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables["params"], x
+        )
+
+    (_, expected), expected_grads = outputs("lax")
+    (_, got), got_grads = outputs("fused")
+    assert_close([got], [expected], 1e-5)
+    assert_grads_close(got_grads, expected_grads, 1e-4)
+
+
 def test_ghost_bottleneck_is_the_same_on_both_paths():
     """A strided GhostNet block with squeeze-excite and a depthwise shortcut: every rewritten
     kind of convolution, compiled in seconds (whole models: the parity group below)."""
     from segjax.models.encoders.ghostnet import GhostBottleneck
 
     block = GhostBottleneck(mid_features=24, features=16, kernel_size=5, strides=2, se_ratio=0.25)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 11, 9, 8))
-    variables = block.init(jax.random.PRNGKey(0), x, train=False)
-
-    def outputs(impl):
-        def loss(params, x):
-            with conv_ops.conv_implementation(impl):
-                out, _ = block.apply(
-                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-                )
-            return jnp.sum(jnp.sin(out)), out
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-            variables["params"], x
-        )
-
-    (_, expected), expected_grads = outputs("lax")
-    (_, got), got_grads = outputs("fused")
-    assert_close([got], [expected], 1e-5)
-    assert_grads_close(got_grads, expected_grads, 1e-4)
+    assert_block_same_on_both_paths(block, jax.random.normal(jax.random.PRNGKey(1), (2, 11, 9, 8)))
 
 
 def test_inverted_residual_is_the_same_on_both_paths():
     """MobileNetV2's / EfficientNet-Lite's block, strided 5x5 depthwise with TensorFlow's
-    asymmetric 'same' padding, in train mode: value and gradients equal on both paths."""
+    asymmetric 'same' padding."""
     from segjax.models.encoders.mbconv import InvertedResidual
 
     block = InvertedResidual(features=16, expansion=6, kernel_size=5, strides=2, tf_same=True)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, 10, 8))
-    variables = block.init(jax.random.PRNGKey(0), x, train=False)
-
-    def outputs(impl):
-        def loss(params, x):
-            with conv_ops.conv_implementation(impl):
-                out, _ = block.apply(
-                    {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
-                )
-            return jnp.sum(jnp.sin(out)), out
-
-        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-            variables["params"], x
-        )
-
-    (_, expected), expected_grads = outputs("lax")
-    (_, got), got_grads = outputs("fused")
-    assert_close([got], [expected], 1e-5)
-    assert_grads_close(got_grads, expected_grads, 1e-4)
+    assert_block_same_on_both_paths(block, jax.random.normal(jax.random.PRNGKey(1), (2, 12, 10, 8)))
 
 
 @pytest.mark.parity

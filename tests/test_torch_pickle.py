@@ -89,6 +89,13 @@ class RunsACommand:
         return (os.system, (f"touch {self.path}",))
 
 
+class TamperedTensor(torch_files.Tensor):
+    """A tensor whose pickle, after rebuilding it, sets its offset to a string (BUILD)."""
+
+    def __reduce__(self):
+        return (*super().__reduce__(), (None, {"offset": "x"}))
+
+
 def _one_tensor():
     return torch_files.tensors_of({"conv1.weight": np.zeros((2, 3), np.float32)})
 
@@ -129,6 +136,13 @@ def _bad_files(directory, marker) -> dict[str, tuple[str, str]]:
             full,
             "truncated or corrupt" if name == "zip" else "truncated: storage '0'",
         )
+    shared = torch_files.Storage("0", np.arange(6, dtype=np.float32))
+    torch_files.write_zip(path("tampered"), {"w": TamperedTensor(shared, 0, (6,), (1,))})
+    files["tampered"] = (path("tampered"), "it modifies a rebuilt Tensor (BUILD)")
+    loop = []
+    loop.append(loop)
+    torch_files.write_zip(path("self_reference"), {}, data_pkl=pickle.dumps({"w": loop}, 2))
+    files["self_reference"] = (path("self_reference"), "containers nested more than 64 deep")
     huge = path("huge_entry")
     torch_files.write_zip(huge, _one_tensor())
     _claim_size(huge, "archive/data/0", 0xFFFF0000)

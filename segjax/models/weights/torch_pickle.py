@@ -36,6 +36,7 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+MAX_NESTING = 64  # a state dict is two or three containers deep
 ZIP_MAGIC = b"PK\x03\x04"
 # torch's storage types and the element type of their bytes (little-endian).
 STORAGE_DTYPES = {
@@ -56,32 +57,40 @@ class TorchFileError(ValueError):
     """A file that is not a PyTorch state dict this reader can take, or that names code."""
 
 
-@dataclasses.dataclass(frozen=True)
+def _refuse_state(self, state) -> None:
+    """The ``__setstate__`` of the objects the unpickler hands to the pickle: a pickle's BUILD
+    opcode may not change what was checked when they were made (nor the shared storage types)."""
+    raise TorchFileError(f"it modifies a rebuilt {type(self).__name__.strip('_')} (BUILD)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _StorageType:
     name: str
+    __setstate__ = _refuse_state
 
     @property
     def dtype(self) -> np.dtype:
         return STORAGE_DTYPES[self.name]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Storage:
-    """A storage named by a persistent id; ``data`` is filled after the pickle is read."""
+    """A storage named by a persistent id; its bytes are read after the pickle."""
 
     key: str
     dtype: np.dtype
     numel: int
     view: tuple[str, int, int] | None = None  # legacy views: (root key, offset, size)
-    data: np.ndarray | None = None
+    __setstate__ = _refuse_state
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Tensor:
     storage: _Storage
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
+    __setstate__ = _refuse_state
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_unused) -> _Tensor:
@@ -214,13 +223,14 @@ def _read_zip(path: str, file_size: int) -> Any:
             raise TorchFileError("a big-endian file")
         storages: dict[str, _Storage] = {}
         result = _load_pickle(io.BytesIO(_read_entry(archive, entries[pickles[0]])), storages)
+        arrays = {}
         for key, storage in storages.items():
             info = entries.get(f"{prefix}data/{key}")
             if info is None:
                 raise TorchFileError(f"storage {key!r} is not in the archive")
             data = _read_entry(archive, info)
-            storage.data = _storage_array(key, data, storage.dtype, storage.numel)
-    return _materialize(result, storages)
+            arrays[key] = _storage_array(key, data, storage.dtype, storage.numel)
+    return _materialize(result, arrays)
 
 
 def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -245,6 +255,7 @@ def _read_legacy(file: BinaryIO, file_size: int) -> Any:
     keys = _load_pickle(file, header)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise TorchFileError("a legacy stream whose storage key list is malformed")
+    arrays = {}
     for key in keys:
         count_bytes = file.read(8)
         if len(count_bytes) < 8:
@@ -263,11 +274,11 @@ def _read_legacy(file: BinaryIO, file_size: int) -> Any:
                 f"truncated: storage {key!r} needs {nbytes:,} bytes, the file has "
                 f"{max(file_size - file.tell(), 0):,} left"
             )
-        storage.data = _storage_array(key, file.read(nbytes), storage.dtype, count)
+        arrays[key] = _storage_array(key, file.read(nbytes), storage.dtype, count)
     missing = sorted(set(storages) - set(keys))
     if missing:
         raise TorchFileError(f"storage {missing[0]!r} is named but its bytes are not in the file")
-    return _materialize(result, storages)
+    return _materialize(result, arrays)
 
 
 def _storage_array(key: str, data: bytes, dtype: np.dtype, numel: int) -> np.ndarray:
@@ -279,33 +290,35 @@ def _storage_array(key: str, data: bytes, dtype: np.dtype, numel: int) -> np.nda
     return np.frombuffer(data, dtype, count=numel)
 
 
-def _materialize(value: Any, storages: dict[str, _Storage], name: str = "") -> Any:
+def _materialize(value: Any, arrays: dict[str, np.ndarray], name: str = "", depth: int = 0) -> Any:
     """``value`` with every recorded tensor replaced by its array (containers rebuilt)."""
+    if depth > MAX_NESTING:  # also ends a container that holds itself
+        raise TorchFileError(f"containers nested more than {MAX_NESTING} deep")
     if isinstance(value, _Tensor):
-        return _tensor_array(value, storages, name or "a tensor")
+        return _tensor_array(value, arrays, name or "a tensor")
     if isinstance(value, dict):
         out = OrderedDict() if isinstance(value, OrderedDict) else {}
         for key, item in value.items():
-            out[key] = _materialize(item, storages, f"{name}.{key}" if name else str(key))
+            out[key] = _materialize(item, arrays, f"{name}.{key}" if name else str(key), depth + 1)
         return out
     if isinstance(value, list | tuple):
-        items = [_materialize(v, storages, f"{name}[{i}]") for i, v in enumerate(value)]
+        items = [_materialize(v, arrays, f"{name}[{i}]", depth + 1) for i, v in enumerate(value)]
         return items if isinstance(value, list) else tuple(items)
     if isinstance(value, _Storage | _StorageType):
         raise TorchFileError(f"{name or 'the file'} holds a bare storage, not a tensor")
     return value
 
 
-def _tensor_array(tensor: _Tensor, storages: dict[str, _Storage], name: str) -> np.ndarray:
+def _tensor_array(tensor: _Tensor, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     storage = tensor.storage
     if storage.view is not None:  # a legacy view: a slice of its root storage
         root_key, start, length = storage.view
-        root = storages[root_key].data
+        root = arrays[root_key]
         if start + length > root.size:
             raise TorchFileError(f"tensor {name!r}: its storage view lies beyond its storage")
         data = root[start : start + length]
     else:
-        data = storages[storage.key].data
+        data = arrays[storage.key]
     if any(s < 0 for s in tensor.size) or any(s < 0 for s in tensor.stride) or tensor.offset < 0:
         raise TorchFileError(f"tensor {name!r} has a negative offset, size or stride")
     count = math.prod(tensor.size)
