@@ -328,4 +328,6 @@ def _describe_encoder(tensors: dict[str, np.ndarray], family: str) -> str:
         stem = tensors["conv_stem.weight"].shape[0]
         width = {8: "050", 16: "100", 20: "130"}.get(stem)
         return f"ghostnet_{width}" if width else f"a GhostNet with a {stem}-channel stem"
+    if family == "efficientnet_lite" and any(".se." in k or "._se_" in k for k in tensors):
+        return "an EfficientNet with squeeze-excitation (B0-B7, not Lite)"
     return "mobilenet_v2" if family == "mobilenet_v2" else "efficientnet_lite0"
