@@ -55,10 +55,17 @@ def test_segjax_unet_exported_to_smp_gives_the_same_outputs(tmp_path, encoder):
     variables = jax.jit(lambda r: model.init(r, np.zeros((1, 64, 64, 3)), train=False))(
         jax.random.key(1)
     )
-    rng = np.random.default_rng(0)  # statistics as a trained model has them, not 0 and 1
+    # Statistics as a trained model has them, not 0 and 1: means around 0 (means near 1 would
+    # leave every ReLU of a MobileNet closed and both outputs zero), variances 0.5 to 2.
+    rng = np.random.default_rng(0)
     variables = jax.tree.map(np.asarray, variables)
-    variables["batch_stats"] = jax.tree.map(
-        lambda s: rng.uniform(0.5, 2.0, s.shape).astype(np.float32), variables["batch_stats"]
+    variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+        lambda path, s: (
+            rng.normal(0.0, 0.2, s.shape)
+            if path[-1].key == "mean"
+            else rng.uniform(0.5, 2, s.shape)
+        ).astype(np.float32),
+        variables["batch_stats"],
     )
     tensors, layout = export_state_dict(model, variables)
     path = str(tmp_path / f"unet_{encoder}.safetensors")
@@ -73,6 +80,7 @@ def test_segjax_unet_exported_to_smp_gives_the_same_outputs(tmp_path, encoder):
     got = np.asarray(model.apply(variables, x.transpose(0, 2, 3, 1), train=False))
     got = got.transpose(0, 3, 1, 2)
     assert layout == "smp"
+    assert np.abs(expected).max() > 0.1  # a real output, not a dead network's zeros
     assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
 
 
