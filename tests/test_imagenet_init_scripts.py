@@ -47,7 +47,7 @@ def test_curves_figure_is_written(tmp_path):
     for name in ("unet_mobilenetv2_imagenet_seed0", "unet_resnet34_random_seed1"):
         member = workdir / name
         member.mkdir(parents=True)
-        records = [{"step": s, "train/loss": 1.0 / s} for s in (25, 50, 75)]
+        records = [{"step": s, "train/loss": 1.0 / s} for s in (25, 50, 75, 100, 125)]
         records.append({"step": 75, "eval/iou/nucleus": 0.7})
         (member / "metrics.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
     out = tmp_path / "curves.png"

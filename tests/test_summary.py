@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from segjax.models import create_classifier, create_model
+from segjax.models.factory import ENCODERS
 from segjax.models.summary import describe, parse_option, parse_size, summarize
 from tests.model_utils import num_params, variable_shapes
 
@@ -103,5 +104,7 @@ def test_model_table_lists_every_model():
         check=True,
     )
     rows = [line for line in result.stdout.splitlines() if line.startswith("| unet")]
-    assert len(rows) == 2 * 7 + 2
+    # unet and unetpp on every encoder, plus the two paper models
+    assert len(rows) == 2 * len(ENCODERS) + 2
+    assert "| unet | mobilenet_v2 | 6,628,945 |" in result.stdout
     assert "| unet | resnet34 | 24,436,369 |" in result.stdout

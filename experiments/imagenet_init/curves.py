@@ -1,6 +1,7 @@
 """The training-loss and validation nucleus-IoU curves of every member of
 ``experiments/imagenet_init.py``, in one figure: colour = encoder, solid = ImageNet
-initialisation, dashed = random, one line per seed.
+initialisation, dashed = random, one line per seed (the
+losses averaged over 100 steps).
 
     python experiments/imagenet_init/curves.py --workdir runs/imagenet_init \\
         --out experiments/imagenet_init/curves.png
@@ -18,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 NAME = re.compile(r"^unet_(?P<encoder>[a-z0-9]+)_(?P<init>imagenet|random)_seed(?P<seed>\d+)$")
+SMOOTHING = 4  # logged losses averaged per point: one batch's loss is too noisy to read
 COLOURS = {
     "mobilenetv2": "tab:blue",
     "efficientnetlite0": "tab:orange",
@@ -61,12 +63,17 @@ def main() -> int:
             alpha=0.9 if match["seed"] == "0" else 0.55,
             label=f"{match['encoder']} {match['init']}" if match["seed"] == "0" else None,
         )
-        if loss:
-            left.plot(*zip(*loss, strict=True), **style)
+        if len(loss) >= SMOOTHING:
+            steps, values = zip(*loss, strict=True)
+            smooth = [
+                sum(values[i - SMOOTHING + 1 : i + 1]) / SMOOTHING
+                for i in range(SMOOTHING - 1, len(values))
+            ]
+            left.plot(steps[SMOOTHING - 1 :], smooth, **style)
         if iou:
             right.plot(*zip(*iou, strict=True), marker="o", markersize=3, **style)
     left.set(xlabel="step", ylabel="training loss (cross-entropy + Dice)", yscale="log")
-    left.set_title("training loss (every 25 steps)")
+    left.set_title(f"training loss, mean of the last {SMOOTHING} logs (every 25 steps)")
     right.set(xlabel="step", ylabel="validation nucleus IoU")
     right.set_title("validation nucleus IoU (every 250 steps)")
     for axis in (left, right):
