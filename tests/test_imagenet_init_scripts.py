@@ -36,8 +36,8 @@ def test_summary_table_groups_seeds_and_joins_latency(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("| encoder | init | seeds | test mIoU | test nucleus IoU |")
     assert (
-        "| mobilenet_v2 | imagenet | 0,1 | 0.9100 +- 0.0141 (0.9000, 0.9200) | "
-        "0.8200 +- 0.0283 (0.8000, 0.8400) | 6,629,090 | 3.35 | 41.3 | 30.0 | - |" in lines
+        "| mobilenet_v2 | imagenet | 0,1 | 0.9100 +- 0.0141 [0.9000, 0.9200] | "
+        "0.8200 +- 0.0283 [0.8000, 0.8400] | 6,629,090 | 3.35 | 41.3 | 30.0 | - |" in lines
     )
     assert "| mobilenet_v2 | random | 0 | 0.8500 (1 seed) | 0.7000 (1 seed) |" in result.stdout
 

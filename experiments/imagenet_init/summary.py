@@ -1,7 +1,7 @@
 """The answer table of ``experiments/imagenet_init.py``: per encoder and initialisation, the test
-mIoU and nucleus IoU over seeds (mean +- sample sd, and each seed), beside the model's size,
-compute and batch-1 latency at 256x256 (``benchmarks.deploy --json``: JAX, onnxruntime float32
-and int8).
+mIoU and nucleus IoU over seeds (mean +- sample sd [min, max], as the report's seed spread),
+beside the model's size, compute and batch-1 latency at 256x256 (``benchmarks.deploy --json``:
+JAX, onnxruntime float32 and int8).
 
     python -m segjax.experiments.report experiments/imagenet_init.py --workdir runs/imagenet_init \\
         --out experiments/imagenet_init
@@ -24,8 +24,8 @@ NAME = re.compile(r"^unet_(?P<encoder>[a-z0-9]+)_(?P<init>imagenet|random)_seed(
 def spread(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.4f} (1 seed)"
-    each = ", ".join(f"{v:.4f}" for v in values)
-    return f"{statistics.fmean(values):.4f} +- {statistics.stdev(values):.4f} ({each})"
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    return f"{mean:.4f} +- {sd:.4f} [{min(values):.4f}, {max(values):.4f}]"
 
 
 def main() -> int:

@@ -275,7 +275,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
                 name, y, marker = f"{name}: {y:.3f}, below the axis", bottom + pad / 2, "v"
             elif point["high"] > point["low"]:  # several seeds: lowest to highest
                 axis.vlines(x, point["low"], point["high"], colors=colour, lw=1.5, zorder=2)
-            axis.scatter(x, y, c=colour, marker=marker, s=60, zorder=3)
+            axis.scatter(x, y, color=colour, marker=marker, s=60, zorder=3)
             labels.append((x, y, name))
         axis.set_xscale("log")
         axis.margins(x=0.12)
