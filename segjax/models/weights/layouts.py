@@ -262,19 +262,25 @@ def unetpp_skip_permutation(block: str, in_features: int, skip_features: int) ->
     return np.concatenate([np.arange(up), *reversed(blocks)])
 
 
+# (keys that mark a layout, the layout, the encoder family), tried in order.
+_SIGNATURES = (
+    (("conv1.weight", "layer1.0.conv1.weight"), "torchvision", "resnet"),
+    (("conv_stem.weight", "blocks.0.0.ghost1.primary_conv.0.weight"), "timm", "ghostnet"),
+    (("features.0.0.weight", "features.1.conv.0.0.weight"), "torchvision", "mobilenet_v2"),
+    (("features.0.0.weight", "features.1.conv.0.weight"), "flat_mobilenet_v2", "mobilenet_v2"),
+    (("conv_stem.weight", "blocks.0.0.conv_dw.weight"), "timm", "efficientnet_lite"),
+    (
+        ("_conv_stem.weight", "_blocks.0._depthwise_conv.weight"),
+        "efficientnet_pytorch",
+        "efficientnet_lite",
+    ),
+)
+
+
 def _encoder_layout(keys: set[str]) -> tuple[str, str] | None:
-    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
-        return "torchvision", "resnet"
-    if "conv_stem.weight" in keys and "blocks.0.0.ghost1.primary_conv.0.weight" in keys:
-        return "timm", "ghostnet"
-    if "features.0.0.weight" in keys and "features.1.conv.0.0.weight" in keys:
-        return "torchvision", "mobilenet_v2"
-    if "features.0.0.weight" in keys and "features.1.conv.0.weight" in keys:
-        return "flat_mobilenet_v2", "mobilenet_v2"
-    if "conv_stem.weight" in keys and "blocks.0.0.conv_dw.weight" in keys:
-        return "timm", "efficientnet_lite"
-    if "_conv_stem.weight" in keys and "_blocks.0._depthwise_conv.weight" in keys:
-        return "efficientnet_pytorch", "efficientnet_lite"
+    for marks, layout, family in _SIGNATURES:
+        if all(mark in keys for mark in marks):
+            return layout, family
     return None
 
 
