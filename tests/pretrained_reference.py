@@ -14,6 +14,7 @@ Segmentation outputs are stored at every 4th pixel (the whole output is compared
 which runs when torch is installed).
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -277,7 +278,21 @@ def compare_packaged_layouts() -> None:
         print(f"| {row} | {shape} | {report.model_parameters:,} | {error:.1e} |", flush=True)
 
 
+def missing_torch(modules=("torch", "torchvision", "timm", "segmentation_models_pytorch")) -> bool:
+    """True, after one ``error:`` line, where the bench extra these scripts run is not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: {', '.join(missing)} not installed: this script runs PyTorch "
+            "(pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+    return bool(missing)
+
+
 def main() -> int:
+    if missing_torch():
+        return 2
     if "--compare" in sys.argv[1:]:
         compare()
         return 0

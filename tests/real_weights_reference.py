@@ -22,6 +22,8 @@ import sys
 import numpy as np
 from PIL import Image
 
+from tests.pretrained_reference import missing_torch
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "real_weights")
 PHOTOS = ("eagle", "dog")
 SIZE = 224
@@ -79,6 +81,8 @@ def main() -> int:
         os.makedirs(FIXTURES, exist_ok=True)
         write_photos(sys.argv[sys.argv.index("--photos") + 1])
         return 0
+    if missing_torch(("torch", "torchvision", "timm")):
+        return 2
     import timm
     import torch
     import torchvision
