@@ -95,6 +95,9 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.prefetch = 4
     data.augment = ml_collections.ConfigDict()
     data.augment.scale_range = (0.75, 1.5)
+    # True: each training image is resized whole to image_size (no crop, scale_range unused),
+    # as pytorch-nested-unet trains; evaluate such a run at data.eval_size = image_size.
+    data.augment.whole_image = False
     data.augment.hflip = True
     data.augment.vflip = False
     data.augment.rot90 = False

@@ -88,6 +88,18 @@ def format_table(results: dict[str, float], class_names) -> str:
     return "\n".join(lines)
 
 
+def image_records(confusions: np.ndarray, indices: np.ndarray, source) -> list[dict]:
+    """One record per image of the split, in the split's order: its name and its confusion
+    matrix (rows true classes, columns predicted), so that paired tests over images and other
+    poolings (per batch, per image) can be computed later without the model."""
+    records = [
+        {"index": int(index), "name": source[int(index)]["name"], "confusion": c.tolist()}
+        for c, index in zip(confusions, indices, strict=True)
+        if index >= 0
+    ]
+    return sorted(records, key=lambda record: record["index"])
+
+
 def _instance_png(run, image_dir: str, result, source) -> None:
     example = source[result.index]
     image = example["image"]
@@ -170,11 +182,12 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
     source = run.dataset.split(split)  # a missing or empty split: one line naming it
     p_eval, p_predict = jit_eval_step(run), jit_predict(run)
 
-    per_image, saved = [], 0
+    per_image, indices, saved = [], [], 0
     image_dir = os.path.join(workdir, f"predictions_{split}")
     os.makedirs(image_dir, exist_ok=True)
     for batch, global_batch in eval_batches(run, split):
         per_image.append(np.asarray(p_eval(state, global_batch).addressable_data(0)))
+        indices.append(np.asarray(batch["index"]))
         if saved < num_images and jax.process_index() == 0:
             predictions = np.asarray(p_predict(state, global_batch["image"]).addressable_data(0))
             for row, index in enumerate(batch["index"][: len(predictions)]):
@@ -201,6 +214,8 @@ def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
         **metrics_lib.summarize_per_image(per_image, class_names),
     }
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source), **results}
+    if jax.process_count() == 1:  # each process holds only its own rows' indices
+        report["per_image"] = image_records(per_image, np.concatenate(indices), source)
     write_atomically(
         os.path.join(workdir, f"eval_{split}.json"), json.dumps(report, indent=2, sort_keys=True)
     )

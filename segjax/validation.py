@@ -193,6 +193,7 @@ def _schema() -> dict[str, Rule]:
         "data.num_threads": integer(0),
         "data.prefetch": integer(0),
         "data.augment.scale_range": numbers(2, low=1e-3),
+        "data.augment.whole_image": boolean(),
         "data.augment.hflip": boolean(),
         "data.augment.vflip": boolean(),
         "data.augment.rot90": boolean(),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segjax.data import DataError, eval_dataset, eval_plan, load_dataset, train_iterator
-from segjax.data.augment import flip_and_rotate, random_scale_crop
+from segjax.data.augment import flip_and_rotate, random_scale_crop, resize, resize_whole
 from tests.conftest import varied_items, write_folder
 
 
@@ -221,6 +221,21 @@ def test_scale_crop_keeps_image_and_mask_aligned():
         agree = np.abs(out_image[..., 0].astype(int) - out_mask.astype(int) * 60) < 30
         assert agree[valid].mean() > 0.9
         assert set(np.unique(out_mask)) <= {0, 1, 2, 3}  # nearest neighbour: no new labels
+
+
+def test_whole_image_view_resizes_as_evaluation_does(shapes_small, small_config):
+    """data.augment.whole_image: the whole image resized to image_size, every pixel valid,
+    resampled as evaluation at data.eval_size resamples."""
+    blocks = np.kron(np.arange(6).reshape(2, 3) % 4, np.ones((30, 20), int)).astype(np.uint8)
+    image = np.repeat((blocks * 60)[..., None], 3, axis=-1)
+    out_image, out_mask, valid, labels = resize_whole(image, blocks, (24, 40), [blocks * 7])
+    assert out_image.shape == (24, 40, 3) and valid.all()
+    np.testing.assert_array_equal(out_mask, resize(image, blocks, (24, 40))[1])
+    np.testing.assert_array_equal(labels, out_mask * 7)  # labels resized as the mask
+    data = small_config.data.copy_and_resolve_references()
+    data.augment.whole_image, data.image_size = True, (40, 48)
+    batch = next(train_iterator(shapes_small, data, 4, seed=0, process_index=0, process_count=1))
+    assert batch["image"].shape == (4, 40, 48, 3) and batch["valid"].all()
 
 
 def test_rot90_only_for_square_crops():

@@ -200,18 +200,26 @@ def test_member_arguments_format_overrides():
     assert Experiment("x", [member]).eval_split == "test"
 
 
-def test_backbones_experiment_names_real_keys_and_one_budget():
+def load_module(path):
     import importlib.util
 
-    experiment = load_experiment(str(ROOT / "experiments" / "backbones.py"))
-    assert len(experiment.members) == 12 and experiment.eval_split == "test"
+    spec = importlib.util.spec_from_file_location("module", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config_file(config: str):
+    path, _, variant = config.partition(":")
+    return load_module(ROOT / path).get_config(variant or None)
+
+
+def budgets_of(experiment) -> set:
+    """Each member's (steps, batch, input size), after checking that every override names a key
+    of its member's config."""
     budgets = set()
     for member in experiment.members:
-        path, _, variant = member.config.partition(":")
-        spec = importlib.util.spec_from_file_location("config", ROOT / path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config(variant or None)
+        config = load_config_file(member.config)
         for key in member.overrides:
             node = config
             for part in key.split("."):
@@ -220,7 +228,40 @@ def test_backbones_experiment_names_real_keys_and_one_budget():
         budgets.add(
             tuple(member.overrides[k] for k in ("total_steps", "batch_size", "data.image_size"))
         )
-    assert len(budgets) == 1  # every member trains with the same budget
+    return budgets
+
+
+def test_backbones_experiment_names_real_keys_and_one_budget():
+    experiment = load_experiment(str(ROOT / "experiments" / "backbones.py"))
+    assert len(experiment.members) == 12 and experiment.eval_split == "test"
+    assert len(budgets_of(experiment)) == 1  # every member trains with the same budget
+
+
+def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_recipes():
+    path = str(ROOT / "experiments" / "founding.py")
+    tuning = load_experiment(path + ":tuning")
+    grid = load_experiment(path + ":grid")
+    reproduction = load_experiment(path + ":reproduction")
+    assert tuning.eval_split == "validation"  # tuning never sees the test split
+    assert grid.eval_split == reproduction.eval_split == "test"
+    assert len(tuning.members) == 16 and len(budgets_of(tuning)) == 1
+    assert len(grid.members) == 24 and len(budgets_of(grid) | budgets_of(reproduction)) == 1
+    recipes = {
+        m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
+        for m in tuning.members
+    }
+    chosen = load_module(path).CHOSEN
+    for member in grid.members:
+        family = next((f for f in chosen if f"_{f}" in member.name), None)
+        if family is None:  # the paper U-Net: pytorch-nested-unet's own recipe
+            continue
+        optimizer = {k: v for k, v in member.overrides.items() if "optimizer." in k}
+        expected = dict(recipes[f"{family}_{chosen[family]}"])
+        expected["optimizer.warmup_steps"] = optimizer["optimizer.warmup_steps"]  # the budget's
+        assert optimizer == expected, member.name
+    assert sorted({m.overrides["seed"] for m in grid.members}) == [0, 1, 2]
+    with pytest.raises(ValueError, match="founding.py:x: unknown variant 'x'"):
+        load_experiment(path + ":x")
 
 
 def test_seed_study_repeats_backbones_members_with_other_seeds():

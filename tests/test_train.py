@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from segjax import metrics as metrics_lib
+from segjax.data.shapes import CLASS_NAMES
 from tests.cli_utils import (
     ROOT,
     assert_same_params,
@@ -171,6 +173,12 @@ def test_evaluate_restores_the_best_checkpoint_and_writes_results(tfds_dir, shap
     # Averaged over the 23 test images as well as pooled over their pixels.
     assert report["images"] == 23 and 0.0 <= report["image_miou"] <= 1.0
     assert "image_dice/triangle" in report
+    # One confusion matrix per test image, in the split's order, that pools to the reported
+    # figures (what paired tests over images are computed from).
+    records = report["per_image"]
+    assert [r["index"] for r in records] == list(range(23))
+    pooled = np.sum([r["confusion"] for r in records], axis=0)
+    assert metrics_lib.summarize(pooled, list(CLASS_NAMES))["miou"] == pytest.approx(report["miou"])
     assert "triangle" in evaluated.stdout and "mean over images" in evaluated.stdout
     pictures = sorted((workdir / "predictions_test").glob("*.png"))
     assert len(pictures) == 3

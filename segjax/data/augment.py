@@ -70,6 +70,24 @@ def resize(image: np.ndarray, mask: np.ndarray, size: Sequence[int]):
     return out_image.reshape(size[0], size[1], -1), out_mask
 
 
+def resize_whole(
+    image: np.ndarray, mask: np.ndarray, size: Sequence[int], labels: Sequence[np.ndarray] = ()
+):
+    """(image, mask, valid, *labels): the whole image resized to ``size``, the training view
+    of protocols that train on resized whole images (pytorch-nested-unet) rather than crops; the
+    same resampling as ``resize``, which evaluation at ``data.eval_size`` uses."""
+    image, mask = resize(image, mask, size)
+    resized = [
+        np.asarray(
+            Image.fromarray(label.astype(np.int32)).resize(
+                (size[1], size[0]), Image.Resampling.NEAREST
+            )
+        )
+        for label in labels
+    ]
+    return (image, mask, np.ones(mask.shape, bool), *resized)
+
+
 def flip_and_rotate(
     arrays: list[np.ndarray], rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool
 ) -> list[np.ndarray]:

@@ -62,6 +62,7 @@ class Preprocess:
     ignore_label: int | None
     image_size: tuple[int, int]
     scale_range: tuple[float, float]
+    whole_image: bool  # resize the whole image to image_size instead of a random crop
     hflip: bool
     vflip: bool
     rot90: bool
@@ -86,9 +87,14 @@ class Preprocess:
                 f"{self.max_instances} needs instance maps, and this dataset has none"
             )
         extra = [example["instances"]] if with_instances else []
-        image, mask, valid, *extra = augment.random_scale_crop(
-            example["image"], example["mask"], self.image_size, self.scale_range, rng, extra
-        )
+        if self.whole_image:
+            image, mask, valid, *extra = augment.resize_whole(
+                example["image"], example["mask"], self.image_size, extra
+            )
+        else:
+            image, mask, valid, *extra = augment.random_scale_crop(
+                example["image"], example["mask"], self.image_size, self.scale_range, rng, extra
+            )
         image, mask, valid, *extra = augment.flip_and_rotate(
             [image, mask, valid, *extra], rng, self.hflip, self.vflip, self.rot90
         )
@@ -152,6 +158,7 @@ def make_preprocess(dataset: Dataset, data: Any) -> Preprocess:
         ignore_label=ignore,
         image_size=_pair("data.image_size", data.image_size),
         scale_range=scale_range,
+        whole_image=bool(aug.get("whole_image", False)),
         hflip=bool(aug.hflip),
         vflip=bool(aug.vflip),
         rot90=bool(aug.rot90),

@@ -15,6 +15,9 @@ a config file and ``--config.`` overrides, like flax example variants or big_vis
             eval_split="test",
             highlight_class="nucleus",  # its IoU gets a column of the report
         )
+
+A file may define several experiments that share a protocol: ``get_experiment(variant)``, named
+as config files name theirs, ``experiments/founding.py:tuning``.
 """
 
 import dataclasses
@@ -60,15 +63,20 @@ def format_value(value: Any) -> str:
 
 
 def load_experiment(path: str) -> Experiment:
-    """Imports ``path`` and checks what its ``get_experiment()`` returns; errors name the file."""
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such experiment file")
-    spec = importlib.util.spec_from_file_location("segjax_experiment", path)
+    """Imports ``path`` (``file.py`` or ``file.py:variant``) and checks what its
+    ``get_experiment()`` (or ``get_experiment(variant)``) returns; errors name the file."""
+    file, _, variant = path.partition(":")
+    if not os.path.isfile(file):
+        raise ValueError(f"{file}: no such experiment file")
+    spec = importlib.util.spec_from_file_location("segjax_experiment", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_experiment"):
-        raise ValueError(f"{path}: defines no get_experiment()")
-    experiment = module.get_experiment()
+        raise ValueError(f"{file}: defines no get_experiment()")
+    try:
+        experiment = module.get_experiment(variant) if variant else module.get_experiment()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(experiment, Experiment) or not experiment.members:
         raise ValueError(f"{path}: get_experiment() must return an Experiment with members")
     names = [m.name for m in experiment.members]
