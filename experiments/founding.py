@@ -1,21 +1,22 @@
 """The founding question at a converged, tuned budget, on DSB 2018 (464 / 100 / 100 images).
 
-Three experiments share one protocol (``PROTOCOL``), each a variant of this file:
+Two experiments share one protocol (``PROTOCOL``), each a variant of this file:
 
     python -m segjax.imagenet_weights --out weights      # once: the two ImageNet files
     python -m segjax.experiments.run experiments/founding.py:tuning --workdir runs/founding_tuning
     python -m segjax.experiments.run experiments/founding.py:grid --workdir runs/founding_grid
-    python -m segjax.experiments.run experiments/founding.py:reproduction \\
-        --workdir runs/founding_reproduction
+    python -m segjax.experiments.report experiments/founding.py:tuning \
+        --workdir runs/founding_tuning --out experiments/founding/tuning
+    python -m segjax.experiments.report experiments/founding.py:grid \
+        --workdir runs/founding_grid --out experiments/founding/grid
 
 - ``tuning``: U-Net on each encoder family at ``TUNING_STEPS``, one seed, every recipe of
-  ``RECIPES``; scored on the validation split only (the chosen recipe is its best validation
-  nucleus IoU).
+  ``RECIPES``, scored on the validation split only: a family's chosen recipe is its best
+  validation nucleus IoU (``tuning.md``).
 - ``grid``: every model of the founding question at ``GRID_STEPS`` with its encoder's chosen
-  recipe (``CHOSEN``, read off the tuning table), seeds 0, 1, 2; checkpoint chosen on validation,
-  the test split scored once.
-- ``reproduction``: the paper U-Net++ in pytorch-nested-unet's recipe beside the grid's paper
-  U-Net, for their published table.
+  recipe (``CHOSEN``), seeds 0, 1, 2, the checkpoint chosen on validation and the test split
+  scored once; the paper U-Net and U-Net++ in pytorch-nested-unet's network and recipe, whose
+  published table (U-Net 0.839, U-Net++ 0.842 IoU) they reproduce (``answer.md``).
 
 Protocol: whole images resized to 96x96, for training and for scoring, as both published anchors
 do (pytorch-nested-unet at 96x96, U-Bench at 256x256), so the numbers compare with theirs; on this
@@ -24,6 +25,13 @@ convergence criterion needs. Batch 8, the ``:dsb2018`` augmentation (flips, quar
 jitter), cross-entropy + Dice, checkpoint of best validation nucleus IoU.
 """
 
+import json
+import os
+import statistics
+
+from segjax.experiments import curves, paired
+from segjax.experiments.report import cell, class_index
+from segjax.experiments.seeds import SEED_SUFFIX
 from segjax.experiments.spec import Experiment, Member
 from segjax.models.weights.packaged import PACKAGED
 
@@ -131,6 +139,21 @@ GRID = (
         {**FAMILIES["ghostnet100"][1], "model.arch": "unetpp"},
     ),
     ("unet_paper", None, "configs/unet_paper.py:dsb2018", NESTED_UNET_PAPER),
+    ("unetpp_paper", None, "configs/unetpp_paper.py:dsb2018", NESTED_UNET_PAPER),
+)
+
+
+# The paired tests of the grid (model A, model B): the founding question's pairs, then the
+# Ghost decoder and the paper models'.
+COMPARISONS = (
+    ("unet_ghostnet100", "unet_resnet34"),
+    ("unetpp_ghostnet100", "unetpp_resnet34"),
+    ("unetpp_resnet34", "unet_resnet34"),
+    ("unetpp_ghostnet100", "unet_ghostnet100"),
+    ("unet_mobilenetv2", "unet_ghostnet100"),
+    ("unet_efficientnetlite0", "unet_ghostnet100"),
+    ("unet_ghostnet100_ghostdecoder", "unet_ghostnet100"),
+    ("unetpp_paper", "unet_paper"),
 )
 
 
@@ -152,6 +175,138 @@ def recipe(name: str) -> dict:
     return overrides
 
 
+def tuning_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
+    """``tuning.md``: best validation nucleus IoU of every family and recipe, the best recipe
+    per family, and whether ``CHOSEN`` agrees with it."""
+    scores = {row["name"]: row["highlight_iou"] for row in rows}
+    lines = [
+        "# founding_tuning: the recipe per encoder",
+        "",
+        f"U-Net, {TUNING_STEPS} steps (seed 0): validation nucleus IoU of the checkpoint of best "
+        "validation nucleus IoU (the test split is not used). AdamW: cosine decay after a 5% "
+        "warm-up; SGD: U-Bench's recipe (lr 0.01, momentum 0.9, weight decay 1e-4, poly 0.9).",
+        "",
+        "| encoder | " + " | ".join(RECIPES) + " | best | CHOSEN |",
+        "|---" + "|---:" * len(RECIPES) + "|---|---|",
+    ]
+    for family in FAMILIES:
+        values = {r: scores.get(f"unet_{family}_{r}") for r in RECIPES}
+        done = {r: v for r, v in values.items() if v is not None}
+        best = max(done, key=done.get) if len(done) == len(RECIPES) else None
+        cells = [
+            "-" if v is None else (f"**{v:.4f}**" if r == best else f"{v:.4f}")
+            for r, v in values.items()
+        ]
+        agrees = (
+            "(unfinished)" if best is None else ("agrees" if CHOSEN[family] == best else "DIFFERS")
+        )
+        lines.append(
+            f"| {family} | " + " | ".join(cells) + f" | {best or '-'} | {CHOSEN[family]} {agrees} |"
+        )
+    return {"tuning.md": "\n".join(lines) + "\n"}
+
+
+# pytorch-nested-unet's published validation IoU on DSB 2018 at 96x96 (its README).
+PUBLISHED = {"unet_paper": 0.839, "unetpp_paper": 0.842}
+
+
+def spread(values: list[float], digits: int = 4) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f} (1 seed)"
+    return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+def test_record(workdir: str, name: str) -> dict:
+    with open(os.path.join(workdir, name, "eval_test.json")) as file:
+        return json.load(file)
+
+
+def nested_unet_iou(workdir: str, name: str) -> float:
+    """A member's test IoU as pytorch-nested-unet computes it (batches of 16, pooled)."""
+    records = test_record(workdir, name)["per_image"]
+    index = class_index(os.path.join(workdir, name), "nucleus")
+    return paired.batch_pooled_iou(records, index, batch_size=16)
+
+
+def read_optional(out: str, name: str) -> dict:
+    path = os.path.join(out, name)
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
+    """``answer.md``: per model over its seeds, test accuracy, then training speed, size and
+    latency (``deploy.json`` from benchmarks.deploy and ``int8.json`` from int8_drop.py, when
+    measured, in ``out``); and the reproduction of pytorch-nested-unet's table."""
+    models: dict[str, list[dict]] = {}
+    for row in rows:
+        models.setdefault(SEED_SUFFIX.sub("", row["name"]), []).append(row)
+    deploy = {r["model"]: r for r in read_optional(out, "deploy.json").get("rows", [])}
+    int8 = read_optional(out, "int8.json")
+    lines = [
+        "# founding_grid: the answer table",
+        "",
+        f"{GRID_STEPS} steps of batch 8 on whole images resized to 96x96, each encoder's chosen "
+        "recipe; test split (100 images at 96x96), checkpoint of best validation nucleus IoU; "
+        "mean +- sample sd over seeds. Nucleus IoU (set): pooled over the split's pixels; per "
+        "image: averaged over images. Steps to 95%: first evaluation reaching 95% of the final "
+        "validation nucleus IoU (mean over seeds); seconds: times the step timed alone.",
+        "",
+        "| model | seeds | test nucleus IoU (set) | per image | test mIoU | params | GMACs@256 "
+        "| steps to 95% | s to 95% | train img/s | JAX ms b1@256 | ORT fp32 ms | ORT int8 ms "
+        "| ONNX fp32 / int8 MB | int8 - fp32 test IoU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for model, members in models.items():
+        first = members[0]
+        to_95, seconds = [], []
+        for row in members:
+            curve = curves.validation_curve(os.path.join(workdir, row["name"]), "iou/nucleus")
+            to_95.append(curves.steps_to_fraction(curve))
+            seconds.append(to_95[-1] * row["batch_size"] / row["train_img_per_sec"])
+        measured = deploy.get(model, {})
+        runtimes, files = measured.get("runtimes", {}), measured.get("files", {})
+
+        def latency(runtime, runtimes=runtimes):
+            value = runtimes.get(runtime, {}).get("1", {}).get("median_ms")
+            return "-" if value is None else f"{value:.1f}"
+
+        sizes = f"{files['onnx_fp32'] / 1e6:.1f} / {files['onnx_int8'] / 1e6:.1f}" if files else "-"
+        drop = int8.get(model, {}).get("difference")
+        lines.append(
+            f"| {model} | {','.join(str(r['seed']) for r in members)} "
+            f"| {spread([r['highlight_iou'] for r in members])} "
+            f"| {spread([test_record(workdir, r['name'])['image_iou/nucleus'] for r in members])} "
+            f"| {spread([r['miou'] for r in members])} | {first['params']:,} "
+            f"| {first['gmacs']:.2f} | {statistics.fmean(to_95):.0f} "
+            f"| {cell(statistics.fmean(seconds), '{:.0f}')} "
+            f"| {cell(first['train_img_per_sec'], '{:.1f}')} "
+            f"| {cell(first['inference_ms'], '{:.1f}')} | {latency('ort_fp32')} "
+            f"| {latency('ort_int8')} "
+            f"| {sizes} | {'-' if drop is None else f'{drop:+.4f}'} |"
+        )
+    lines += [
+        "",
+        "## pytorch-nested-unet's table reproduced",
+        "",
+        "Its IoU: the nucleus pixels pooled over each batch of 16 test images in the split's "
+        "order, (intersection + 1e-5) / (union + 1e-5), averaged over batches.",
+        "",
+        "| model | seeds | their IoU, segjax's run | published | segjax nucleus IoU (set) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model, published in PUBLISHED.items():
+        members = models.get(model, [])
+        if not members:
+            lines.append(f"| {model} | not finished | | {published} | |")
+            continue
+        ious = [nested_unet_iou(workdir, r["name"]) for r in members]
+        lines.append(
+            f"| {model} | {','.join(str(r['seed']) for r in members)} | {spread(ious)} "
+            f"| {published} | {spread([r['highlight_iou'] for r in members])} |"
+        )
+    return {"answer.md": "\n".join(lines) + "\n"}
+
+
 def tuning() -> Experiment:
     members = []
     for family, (config, overrides) in FAMILIES.items():
@@ -164,7 +319,12 @@ def tuning() -> Experiment:
                 )
             )
     return Experiment(
-        name="founding_tuning", members=members, eval_split="validation", highlight_class="nucleus"
+        name="founding_tuning",
+        members=members,
+        eval_split="validation",
+        highlight_class="nucleus",
+        curves=True,
+        tables=tuning_tables,
     )
 
 
@@ -181,26 +341,17 @@ def grid() -> Experiment:
                 )
             )
     return Experiment(
-        name="founding_grid", members=members, eval_split="test", highlight_class="nucleus"
+        name="founding_grid",
+        members=members,
+        eval_split="test",
+        highlight_class="nucleus",
+        curves=True,
+        comparisons=COMPARISONS,
+        tables=grid_tables,
     )
 
 
-def reproduction() -> Experiment:
-    overrides = {**budget(GRID_STEPS), **NESTED_UNET_PAPER, **NESTED_UNET_RECIPE}
-    members = [
-        Member(
-            f"unetpp_paper_seed{seed}",
-            "configs/unetpp_paper.py:dsb2018",
-            {**overrides, "seed": seed},
-        )
-        for seed in SEEDS
-    ]
-    return Experiment(
-        name="founding_reproduction", members=members, eval_split="test", highlight_class="nucleus"
-    )
-
-
-VARIANTS = {"tuning": tuning, "grid": grid, "reproduction": reproduction}
+VARIANTS = {"tuning": tuning, "grid": grid}
 
 
 def get_experiment(variant: str = "grid") -> Experiment:

@@ -36,6 +36,8 @@ def get_experiment():
         eval_split="test",
         size=64,
         highlight_class="triangle",
+        curves=True,
+        comparisons=(("first", "second"),),
     )
 """
 
@@ -153,6 +155,14 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     np.testing.assert_allclose(float(spread["miou_mean"]), mean)
     with Image.open(out / "results.png") as picture:
         assert picture.size[0] > 800 and picture.size[1] > 400
+    # curves=True: each member's validation curve (steps 3 and 4) and its convergence figures.
+    convergence = (out / "convergence.md").read_text()
+    assert re.search(r"\| first \| 2 \| [0-9.]+ \| [0-9.]+ \|", convergence)
+    assert "members meet the criterion" in convergence and (out / "curves.png").exists()
+    # comparisons: first against second over the 23 test images' triangle IoU.
+    tests = (out / "paired.md").read_text()
+    assert re.search(r"\| first \| second \| 1 / 1 \| \d+ \|", tests)
+    assert "Wilcoxon p = " in tests
     # The dropout diagnostic restores the evaluated checkpoint and predicts in both modes.
     check = run(
         [

@@ -14,6 +14,7 @@ plot shows them as one point per model: the mean, with a bar from the lowest to 
 """
 
 import csv
+import json
 import math
 import os
 import re
@@ -22,13 +23,23 @@ from absl import flags
 
 from segjax import cli
 from segjax.errors import UserError
+from segjax.experiments import curves as curves_lib
+from segjax.experiments import paired
 from segjax.experiments.run import collect
-from segjax.experiments.seeds import METRICS, SPREAD_FIELDS, group_key, seed_groups, seed_table
+from segjax.experiments.seeds import (
+    METRICS,
+    SEED_SUFFIX,
+    SPREAD_FIELDS,
+    group_key,
+    seed_groups,
+    seed_table,
+)
 from segjax.experiments.spec import load_experiment
 from segjax.experiments.speed import read_speed
 from segjax.model_config import model_from_config
 from segjax.models.summary import summarize
 from segjax.trainer import load_config
+from segjax.workdir import read_dataset_record
 
 COLUMNS = [
     ("name", "model", "{}"),
@@ -301,6 +312,124 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
     plt.close(figure)
 
 
+def curve_metric(experiment) -> str:
+    return f"iou/{experiment.highlight_class}" if experiment.highlight_class else "miou"
+
+
+def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> dict:
+    """``convergence.md`` (each member's last-quarter gain, the criterion, steps to 95% of its
+    final validation score and, where the speed phase measured the step alone, the seconds that
+    takes) and ``curves.png``; returns each member's figures by name."""
+    metric = curve_metric(experiment)
+    curves, figures = {}, {}
+    lines = [
+        f"# {experiment.name}: convergence",
+        "",
+        f"Validation {metric} at every evaluation. Criterion: the best validation score "
+        "(what checkpoint selection picks) gains less than "
+        f"{curves_lib.CONVERGED_GAIN} over the last quarter of the budget (best gain = best of "
+        "all evaluations - best up to 3/4 of the steps; final gain = last - value at 3/4). "
+        "Steps to 95%: the first evaluation reaching 95% of the last; seconds: those steps "
+        "times the training step timed alone by the runner's speed phase.",
+        "",
+        "| member | evaluations | at 3/4 | final | best | best gain | final gain | converged "
+        "| steps to 95% | s/step alone | seconds to 95% |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        curve = curves_lib.validation_curve(os.path.join(workdir, row["name"]), metric)
+        quarter = curves_lib.last_quarter(curve, row["steps"])
+        to_95 = curves_lib.steps_to_fraction(curve)
+        step_seconds = row["batch_size"] / row["train_img_per_sec"]  # NaN when not measured
+        curves[row["name"]] = curve
+        figures[row["name"]] = {**quarter, "steps_to_95": to_95, "step_seconds": step_seconds}
+        lines.append(
+            f"| {row['name']} | {quarter['evaluations']} | {quarter['at_three_quarters']:.4f} "
+            f"| {quarter['final']:.4f} | {quarter['best']:.4f} | {quarter['best_gain']:+.4f} "
+            f"| {quarter['final_gain']:+.4f} | {'yes' if quarter['converged'] else 'NO'} "
+            f"| {to_95} | {cell(step_seconds, '{:.3f}')} | {cell(to_95 * step_seconds, '{:.0f}')} |"
+        )
+    met = sum(f["converged"] for f in figures.values())
+    lines += ["", f"{met} of {len(figures)} members meet the criterion.", ""]
+    with open(os.path.join(out, "convergence.md"), "w") as f:
+        f.write("\n".join(lines))
+    curves_lib.plot_curves(
+        curves,
+        os.path.join(out, "curves.png"),
+        f"{experiment.name}: validation {metric}",
+        f"validation {metric}",
+    )
+    return figures
+
+
+def class_index(directory: str, class_name: str) -> int:
+    """Where ``class_name`` is in a run's class list (its config's, else its dataset record's)."""
+    names = list(load_config(directory).data.class_names)
+    if not names:
+        record = read_dataset_record(directory)
+        names = list(record.class_names) if record else []
+    if class_name not in names:
+        raise UserError(f"{directory}: no class {class_name!r} among {names}")
+    return names.index(class_name)
+
+
+def per_image_scores(experiment, rows: list[dict], workdir: str) -> dict[str, list]:
+    """Model (member name without _seedN) -> each seed's per-image IoU of the highlighted class
+    on the eval split, from the members' ``per_image`` records."""
+    split, scores = experiment.eval_split, {}
+    for row in rows:
+        directory = os.path.join(workdir, row["name"])
+        report = json.load(open(os.path.join(directory, f"eval_{split}.json")))
+        if "per_image" not in report:
+            raise UserError(
+                f"{directory}/eval_{split}.json has no per_image records; re-run "
+                f"segjax.evaluate --workdir {directory} --split {split}"
+            )
+        index = class_index(directory, experiment.highlight_class)
+        values = paired.per_image_iou(report["per_image"], index)
+        scores.setdefault(SEED_SUFFIX.sub("", row["name"]), []).append(values)
+    return scores
+
+
+def write_paired(experiment, rows: list[dict], workdir: str, out: str) -> list[dict]:
+    """``paired.md``: each of the experiment's comparisons over the eval split's images."""
+    if not experiment.highlight_class:
+        raise UserError(f"{experiment.name}: comparisons need a highlight_class to compare")
+    scores = per_image_scores(experiment, rows, workdir)
+    metric = f"{experiment.highlight_class} IoU"
+    lines = [
+        f"# {experiment.name}: paired tests",
+        "",
+        f"Per-image {metric} on the {experiment.eval_split} "
+        "split, each model's seeds averaged image by image; A - B: mean of the per-image "
+        "differences, its 95% bootstrap interval (BCa, 10,000 resamples, seed 0) and the "
+        "two-sided Wilcoxon signed-rank p-value.",
+        "",
+        "| A | B | seeds A / B | images | mean A | mean B | A - B | 95% interval | p | "
+        f"significant at {paired.ALPHA} |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    results, sentences = [], []
+    for a, b in experiment.comparisons:
+        missing = [name for name in (a, b) if name not in scores]
+        if missing:
+            lines.append(f"| {a} | {b} | not finished: {', '.join(missing)} |||||||")
+            continue
+        result = paired.compare(paired.seed_average(scores[a]), paired.seed_average(scores[b]))
+        results.append({"a": a, "b": b, **result})
+        lines.append(
+            f"| {a} | {b} | {len(scores[a])} / {len(scores[b])} | {result['images']} "
+            f"| {result['mean_a']:.4f} | {result['mean_b']:.4f} | {result['difference']:+.4f} "
+            f"| [{result['low']:+.4f}, {result['high']:+.4f}] | {result['p_value']:.3g} "
+            f"| {'yes' if result['significant'] else 'no'} |"
+        )
+        sentences.append("- " + paired.sentence(a, b, result))
+    lines += ["", *sentences, ""]
+    with open(os.path.join(out, "paired.md"), "w") as f:
+        f.write("\n".join(lines))
+    return results
+
+
 def write_report(experiment_path: str, workdir: str, out: str) -> list:
     try:
         experiment = load_experiment(experiment_path)
@@ -331,6 +460,14 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
         f"{experiment.name}: {budget_line(rows)}"
         + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing else ""),
     )
+    if experiment.curves:
+        write_convergence(experiment, rows, workdir, out)
+    if experiment.comparisons:
+        write_paired(experiment, rows, workdir, out)
+    if experiment.tables:
+        for name, text in experiment.tables(rows, workdir, out).items():
+            with open(os.path.join(out, name), "w") as f:
+                f.write(text)
     return rows
 
 

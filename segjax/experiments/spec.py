@@ -24,6 +24,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -53,6 +54,13 @@ class Experiment:
     size: int = 256  # square input size of the MACs and inference-latency columns
     highlight_class: str | None = None  # a class whose IoU gets its own column, e.g. 'nucleus'
     kind: str = "semantic"  # or 'instances': DSB score and mask AP columns (instance_report)
+    # Report extras (semantic): ``curves`` draws every member's validation curve and tabulates
+    # its convergence (segjax/experiments/curves.py); ``comparisons`` names model pairs (member
+    # names without _seedN) to test over the eval split's images (segjax/experiments/paired.py);
+    # ``tables(rows, workdir, out)`` returns the experiment's own tables as {file name: text}.
+    curves: bool = False
+    comparisons: tuple[tuple[str, str], ...] = ()
+    tables: Callable[[list[dict], str, str], dict[str, str]] | None = None
 
 
 def format_value(value: Any) -> str:

@@ -1,0 +1,71 @@
+"""The experiment report's statistics: per-image IoU from confusion matrices, the
+pytorch-nested-unet batch IoU, paired tests over images, and the convergence criterion."""
+
+import json
+
+import numpy as np
+import pytest
+
+from segjax.experiments import curves, paired
+
+
+def record(tp, fp, fn, tn=100):
+    """A binary image's confusion matrix (rows true, columns predicted; class 1 = foreground)."""
+    return {"confusion": [[tn, fp], [fn, tp]]}
+
+
+def test_per_image_iou_and_the_batch_pooled_iou():
+    records = [record(8, 1, 1), record(0, 0, 0), record(3, 3, 0)]
+    iou = paired.per_image_iou(records, 1)
+    np.testing.assert_allclose(iou[[0, 2]], [0.8, 0.5])
+    assert np.isnan(iou[1])  # no foreground in truth or prediction
+    # Batches of 2: (8+0)/(10+0) for the first two images, 3/6 for the last; weighted by size.
+    smooth = 1e-5
+    expected = (2 * (8 + smooth) / (10 + smooth) + (3 + smooth) / (6 + smooth)) / 3
+    assert paired.batch_pooled_iou(records, 1, batch_size=2) == pytest.approx(expected)
+    assert paired.batch_pooled_iou(records, 1, batch_size=16) == pytest.approx(11 / 16, 1e-5)
+
+
+def test_paired_comparison_finds_a_real_shift_and_not_noise():
+    rng = np.random.default_rng(1)
+    b = rng.uniform(0.6, 0.9, 100)
+    shifted = paired.compare(b + 0.02 + rng.normal(0, 0.01, 100), b)
+    assert shifted["significant"] and shifted["p_value"] < 1e-6
+    assert shifted["low"] < 0.02 < shifted["high"] and shifted["images"] == 100
+    symmetric = rng.normal(0, 0.05, 50)
+    noise = paired.compare(b + np.concatenate([symmetric, -symmetric]), b)
+    assert not noise["significant"] and noise["low"] < 0 < noise["high"]
+    # The same inputs give the same interval (fixed bootstrap seed): reports rebuild exactly.
+    assert json.dumps(paired.compare(b + 0.01, b)) == json.dumps(paired.compare(b + 0.01, b))
+    assert paired.compare(b, b)["p_value"] == 1.0
+    with_nan = paired.compare(np.append(b, np.nan), np.append(b + 0.1, 0.5))
+    assert with_nan["images"] == 100 and "higher than" in paired.sentence("a", "b", with_nan)
+    with pytest.raises(ValueError, match="same images"):
+        paired.compare(b, b[:50])
+    np.testing.assert_allclose(paired.seed_average([b, b + 0.2]), b + 0.1)
+
+
+def test_last_quarter_gain_decides_convergence():
+    rising = [(100, 0.5), (200, 0.7), (300, 0.76), (400, 0.79)]
+    figures = curves.last_quarter(rising, 400)
+    assert figures["best_gain"] == pytest.approx(0.03) and not figures["converged"]
+    flat = [(100, 0.5), (200, 0.7), (300, 0.80), (400, 0.803)]
+    figures = curves.last_quarter(flat, 400)
+    assert figures["converged"] and figures["final_gain"] == pytest.approx(0.003)
+    noisy = [(100, 0.5), (200, 0.82), (300, 0.80), (400, 0.81)]  # the best came early
+    assert curves.last_quarter(noisy, 400)["best_gain"] == 0.0
+    assert curves.steps_to_fraction(rising) == 300  # the first value >= 0.95 * 0.79
+    with pytest.raises(ValueError, match="at least 2 validation passes"):
+        curves.last_quarter(rising[:1], 400)
+
+
+def test_validation_curve_reads_the_eval_lines_of_metrics_jsonl(tmp_path):
+    lines = [
+        {"step": 1, "train/loss": 1.0},
+        {"step": 50, "eval/iou/nucleus": 0.4, "eval/miou": 0.6},
+        {"step": 100, "eval/iou/nucleus": 0.5},
+        {"step": 50, "eval/iou/nucleus": 0.45},  # a resumed run repeats step 50
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert curves.validation_curve(str(tmp_path), "iou/nucleus") == [(50, 0.45), (100, 0.5)]
+    assert curves.validation_curve(str(tmp_path), "miou") == [(50, 0.6)]
