@@ -12,6 +12,9 @@ segmentation_models.pytorch model in PyTorch eager mode and through its own ``to
 in onnxruntime. Latency at batch 1 and throughput at batch 8 (``--batches``), medians of
 ``--repeats`` calls after ``--warmup``; every runtime uses all the machine's cores (its default).
 File sizes: the ONNX float32 and int8 files, the StableHLO file, smp's ONNX file.
+
+``--workdirs NAME=DIR,...`` measures trained runs instead (their best checkpoint, named NAME in
+the table), e.g. an experiment's members: the same figures, on the weights users deploy.
 """
 
 import json
@@ -26,8 +29,9 @@ from benchmarks import smp_reference
 from segjax import cli
 from segjax.benchmark import time_calls
 from segjax.defaults import base_config
+from segjax.errors import UserError
 from segjax.export import export_function, export_onnx, export_stablehlo, normalisation
-from segjax.inference import Restored
+from segjax.inference import Restored, restore
 from segjax.models.summary import summarize
 from segjax.validation import build_model
 
@@ -43,6 +47,7 @@ NUM_CLASSES, CHANNELS = 2, 3
 
 def define_flags() -> None:
     flags.DEFINE_list("models", DEFAULT_MODELS, "arch:encoder[:ghost] specs, measured in turn")
+    flags.DEFINE_list("workdirs", [], "NAME=DIR: trained runs to measure instead of --models")
     flags.DEFINE_integer("size", 256, "square input size")
     flags.DEFINE_list("batches", ["1", "8"], "batch sizes (the first: latency, the rest: img/s)")
     flags.DEFINE_integer("warmup", 3, "untimed calls first")
@@ -91,13 +96,12 @@ def ort_timings(session, inputs: dict, args) -> dict:
     return {b: timed(lambda x=x: session.run(None, {name: x}), b, args) for b, x in inputs.items()}
 
 
-def measure(spec: str, args, scratch: str) -> dict:
-    restored = model_of(spec)
-    size = (args.size, args.size)
+def measure(spec: str, restored: Restored, args, scratch: str) -> dict:
+    size, channels = (args.size, args.size), restored.channels
     batches = [int(b) for b in args.batches]
     rng = np.random.default_rng(0)
-    nhwc = {b: rng.standard_normal((b, *size, CHANNELS)).astype(np.float32) for b in batches}
-    summary = summarize(restored.model, (1, *size, CHANNELS))
+    nhwc = {b: rng.standard_normal((b, *size, channels)).astype(np.float32) for b in batches}
+    summary = summarize(restored.model, (1, *size, channels))
     row = {"model": spec, "params": summary.params, "gmacs": summary.macs / 1e9, "files": {}}
     runtimes = row["runtimes"] = {}
 
@@ -122,7 +126,7 @@ def measure(spec: str, args, scratch: str) -> dict:
     from segjax.quantize import calibration_inputs, quantize_int8
 
     mean, std = normalisation(restored)
-    images = (rng.integers(0, 256, (*size, CHANNELS), np.uint8) for _ in range(args.calibration))
+    images = (rng.integers(0, 256, (*size, channels), np.uint8) for _ in range(args.calibration))
     int8 = quantize_int8(fp32, calibration_inputs(images, size, mean, std, count=args.calibration))
     with open(f"{base}_int8.onnx", "wb") as file:
         file.write(int8)
@@ -138,7 +142,7 @@ def measure(spec: str, args, scratch: str) -> dict:
     import torch
 
     torch.manual_seed(0)
-    model = smp_reference.build(restored.config, NUM_CLASSES, CHANNELS).eval()
+    model = smp_reference.build(restored.config, len(restored.class_names), channels).eval()
     nchw = {b: torch.from_numpy(x.transpose(0, 3, 1, 2).copy()) for b, x in nhwc.items()}
 
     def eager(x):
@@ -220,14 +224,27 @@ def _versions() -> str:
     return "".join(f", {v}" for v in found)
 
 
+def models(args) -> list[tuple[str, object]]:
+    """(name, a function that loads the model) of each model to measure."""
+    if not args.workdirs:
+        return [(spec, lambda spec=spec: model_of(spec)) for spec in args.models]
+    named = []
+    for item in args.workdirs:
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not os.path.isdir(directory):
+            raise UserError(f"--workdirs {item!r}: expected NAME=DIR with DIR a trained run")
+        named.append((name, lambda directory=directory: restore(directory)))
+    return named
+
+
 def main(argv) -> int:
     cli.positional(argv)
     args = flags.FLAGS
     rows = []
     with tempfile.TemporaryDirectory(prefix="segjax-deploy-") as scratch:
-        for spec in args.models:
+        for spec, load in models(args):
             print(f"measuring {spec} ...", flush=True)
-            rows.append(measure(spec, args, scratch))
+            rows.append(measure(spec, load(), args, scratch))
     print_tables(rows, args)
     if args.json:
         with open(args.json, "w") as file:

@@ -108,6 +108,26 @@ def test_deploy_benchmark_times_every_exported_runtime(tmp_path):
     assert "| unet:ghostnet_050 |" in result.stdout and "file sizes (MB)" in result.stdout
 
 
+@pytest.mark.parity
+def test_deploy_benchmark_measures_trained_runs(tfds_dir, shapes_small, tmp_path):
+    """--workdirs NAME=DIR: a trained run's best checkpoint, with its own class count."""
+    from tests.cli_utils import run, train_command
+
+    workdir = tmp_path / "run"
+    trained = run(train_command(tfds_dir, workdir))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "deploy.json"
+    command = ["python", "-m", "benchmarks.deploy", f"--workdirs=tiny={workdir}", "--size", "64",
+               "--batches", "1", "--warmup", "1", "--repeats", "1", "--calibration", "1",
+               "--nosmp", "--json", str(out)]  # fmt: skip
+    result = run(command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["model"] == "tiny" and row["ort_fp32_max_abs_diff"] < 1e-3
+    bad = run(["python", "-m", "benchmarks.deploy", f"--workdirs={workdir}"])
+    assert bad.returncode == 2 and "expected NAME=DIR" in bad.stderr
+
+
 def test_conv_paths_times_both_paths_of_a_depthwise_and_a_1x1_conv():
     from benchmarks.conv_paths import measure
 

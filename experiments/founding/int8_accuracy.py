@@ -1,0 +1,116 @@
+"""What int8 costs in accuracy: each grid model's seed-0 run exported to ONNX float32 and int8 at
+its scoring size, both run by onnxruntime on the test split, nucleus IoU pooled over the split.
+
+    python experiments/founding/int8_accuracy.py --workdir runs/founding_grid \\
+        --out experiments/founding/grid/int8.json
+
+The int8 model is ``segjax.export --int8``'s (static QDQ, onnxruntime), calibrated on 32 training
+images chosen at random (seed 0) and resized whole as the run trains on them; test images are
+resized and normalised as ``segjax.evaluate`` does at ``data.eval_size``, so the float32 row
+also checks the export against the evaluation's own figure (``jax``).
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import numpy as np
+
+from segjax.data import load_dataset
+from segjax.data.augment import normalize, resize
+from segjax.export import export_onnx, normalisation
+from segjax.inference import restore
+from segjax.metrics import confusion_matrix
+from segjax.quantize import calibration_inputs, quantize_int8
+
+CALIBRATION_IMAGES = 32
+
+
+def session(blob: bytes):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(blob, providers=["CPUExecutionProvider"])
+
+
+def pooled_iou(confusion: np.ndarray, index: int) -> float:
+    tp = confusion[index, index]
+    return float(tp / (confusion[index].sum() + confusion[:, index].sum() - tp))
+
+
+def measure(directory: str) -> dict:
+    restored = restore(directory)
+    data = restored.config.data
+    size = tuple(data.eval_size)
+    if not size:
+        raise SystemExit(f"{directory}: data.eval_size is not set; this script scores at it")
+    mean, std = normalisation(restored)
+    dataset = load_dataset(data)
+    train = dataset.split("train")
+    order = np.random.default_rng(0).permutation(len(train))[:CALIBRATION_IMAGES]
+    images = (resize(train[int(i)]["image"], train[int(i)]["mask"], size)[0] for i in order)
+    inputs = calibration_inputs(images, size, mean, std, count=CALIBRATION_IMAGES)
+    fp32 = export_onnx(restored, size)
+    runtimes = {"fp32": session(fp32), "int8": session(quantize_int8(fp32, inputs))}
+    index = list(restored.class_names).index("nucleus")
+    classes = len(restored.class_names)
+    confusions = {name: np.zeros((max(classes, 2),) * 2, np.int64) for name in runtimes}
+    test = dataset.split("test")
+    for i in range(len(test)):
+        example = test[i]
+        image, mask = resize(example["image"], example["mask"], size)
+        x = normalize(image, mean, std)[None]
+        for name, ort in runtimes.items():
+            logits = ort.run(None, {ort.get_inputs()[0].name: x})[0]
+            predicted = np.argmax(logits[0], axis=-1)
+            confusions[name] += np.asarray(
+                confusion_matrix(predicted, mask, np.ones(mask.shape, bool), classes)
+            )
+    with open(os.path.join(directory, "eval_test.json")) as file:
+        evaluated = json.load(file)
+    fp32_iou, int8_iou = (pooled_iou(confusions[n], index) for n in ("fp32", "int8"))
+    return {
+        "member": os.path.basename(directory),
+        "step": restored.step,
+        "jax": evaluated["iou/nucleus"],
+        "fp32": fp32_iou,
+        "int8": int8_iou,
+        "difference": int8_iou - fp32_iou,
+        "calibration": f"{CALIBRATION_IMAGES} training images resized to {size[0]}x{size[1]}",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="the grid's workdir")
+    parser.add_argument("--out", required=True, help="the JSON file to write")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's member to export")
+    args = parser.parse_args()
+    suffix = re.compile(rf"_seed{args.seed}$")
+    members = sorted(
+        name
+        for name in os.listdir(args.workdir)
+        if suffix.search(name)
+        and os.path.exists(os.path.join(args.workdir, name, "eval_test.json"))
+    )
+    if not members:
+        print(f"error: {args.workdir}: no evaluated member of seed {args.seed}", file=sys.stderr)
+        return 2
+    results = {}
+    for name in members:
+        print(f"{name} ...", flush=True)
+        results[suffix.sub("", name)] = row = measure(os.path.join(args.workdir, name))
+        print(
+            f"  nucleus IoU: JAX {row['jax']:.4f}, ONNX fp32 {row['fp32']:.4f}, "
+            f"int8 {row['int8']:.4f} ({row['difference']:+.4f})",
+            flush=True,
+        )
+    with open(args.out, "w") as file:
+        json.dump(results, file, indent=2, sort_keys=True)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
