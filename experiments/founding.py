@@ -304,7 +304,43 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
             f"| {model} | {','.join(str(r['seed']) for r in members)} | {spread(ious)} "
             f"| {published} | {spread([r['highlight_iou'] for r in members])} |"
         )
+    plot_pareto(models, deploy, os.path.join(out, "pareto.png"))
+    lines += ["", "![test nucleus IoU against int8 latency](pareto.png)"]
     return {"answer.md": "\n".join(lines) + "\n"}
+
+
+def plot_pareto(models: dict[str, list[dict]], deploy: dict, path: str) -> None:
+    """Test nucleus IoU (mean, bars: sd over seeds) against onnxruntime int8 latency at batch
+    1, 256x256; marker area proportional to parameters. Models without a latency are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from segjax.experiments.report import place_labels
+
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    labels = []
+    for model, members in models.items():
+        latency = deploy.get(model, {}).get("runtimes", {}).get("ort_int8", {}).get("1")
+        if latency is None:
+            continue
+        ious = [r["highlight_iou"] for r in members]
+        mean = statistics.fmean(ious)
+        sd = statistics.stdev(ious) if len(ious) > 1 else 0.0
+        x, size = latency["median_ms"], members[0]["params"] / 1e6
+        axis.errorbar(x, mean, yerr=sd, fmt="none", ecolor="tab:grey", capsize=3, zorder=2)
+        axis.scatter(x, mean, s=20 + 8 * size, alpha=0.7, zorder=3)
+        labels.append((x, mean, f"{model} ({size:.1f}M)"))
+    if labels:
+        place_labels(axis, labels)
+    axis.set_xlabel("onnxruntime int8 latency, batch 1, 256x256 (ms, this CPU)")
+    axis.set_ylabel("test nucleus IoU (mean +- sd over seeds)")
+    axis.set_title("founding grid: accuracy against int8 latency (marker area: parameters)")
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def tuning() -> Experiment:
