@@ -32,7 +32,7 @@ from segjax.defaults import base_config
 from segjax.errors import UserError
 from segjax.export import export_function, export_onnx, export_stablehlo, normalisation
 from segjax.inference import Restored, restore
-from segjax.models.summary import summarize
+from segjax.models.counting import summarize
 from segjax.validation import build_model
 
 DEFAULT_MODELS = [

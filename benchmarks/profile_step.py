@@ -26,7 +26,7 @@ from benchmarks import smp_reference
 from benchmarks.speed import configs_from_flags, name_of
 from segjax import cli
 from segjax.benchmark import synthetic_batch
-from segjax.trainer import jit_train_step, prepare
+from segjax.runs import jit_train_step, prepare
 
 
 def define_flags() -> None:

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 from benchmarks import smp_reference
 from segjax import cli
 from segjax.benchmark import inference_speed, train_speed
-from segjax.trainer import prepare
+from segjax.runs import prepare
 
 
 def define_flags() -> None:

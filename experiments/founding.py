@@ -30,7 +30,8 @@ import os
 import statistics
 
 from segjax.experiments import curves, paired
-from segjax.experiments.report import cell, class_index
+from segjax.experiments.report import class_index
+from segjax.experiments.report_parts import cell
 from segjax.experiments.seeds import SEED_SUFFIX
 from segjax.experiments.spec import Experiment, Member
 from segjax.models.weights.packaged import PACKAGED
@@ -317,7 +318,7 @@ def plot_pareto(models: dict[str, list[dict]], deploy: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from segjax.experiments.report import place_labels
+    from segjax.experiments.report_parts import place_labels
 
     figure, axis = plt.subplots(figsize=(8, 5.5))
     labels = []

@@ -18,7 +18,7 @@ import numpy as np
 
 from segjax import parallel
 from segjax.data import train_iterator
-from segjax.trainer import jit_train_step, prepare
+from segjax.runs import jit_train_step, prepare
 
 
 def compile_ahead(jitted, *args) -> tuple[Any, float, dict]:

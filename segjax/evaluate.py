@@ -31,13 +31,8 @@ from segjax.files import write_atomically
 from segjax.instances import Splitter, jit_instances, predict_instances, score
 from segjax.models import is_instance_model
 from segjax.reporting import describe_metrics
-from segjax.trainer import (
-    dataset_record,
-    eval_batches,
-    jit_eval_step,
-    jit_predict,
-    restore_for_evaluation,
-)
+from segjax.runs import dataset_record, eval_batches, jit_predict, restore_for_evaluation
+from segjax.scoring import jit_eval_step
 from segjax.visualize import colourise, denormalise, instance_overlay, side_by_side
 from segjax.workdir import read_dataset_record, write_dataset_record
 

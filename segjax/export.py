@@ -128,15 +128,6 @@ def export_stablehlo(restored: Restored, layout: str = "nhwc") -> bytes:
     return bytes(exported.serialize())
 
 
-def load_stablehlo(path: str):
-    """A callable (images -> outputs) from a file written by ``export_stablehlo``."""
-    from jax import export
-
-    with open(path, "rb") as file:
-        exported = export.deserialize(bytearray(file.read()))
-    return exported.call
-
-
 def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc") -> bytes:
     # jax2onnx 0.13 prints debug lines for every flax Conv and logs a traceback for each of its
     # plugins that does not import under this jax (dm_pix ones, unused here), and onnx_ir warns
@@ -176,8 +167,7 @@ def calibration_images(restored: Restored, pattern: str, count: int, seed: int =
     """uint8 images to calibrate int8 on: ``pattern``'s files (``--calibration_input``), or
     ``count`` of the run's training images chosen at random (this reads the run's data)."""
     if pattern:
-        from segjax.data.folder import load_image
-        from segjax.predict import find_inputs
+        from segjax.data.images import find_inputs, load_image
 
         paths = find_inputs(pattern)
         order = np.random.default_rng(seed).permutation(len(paths))[:count]

@@ -67,7 +67,7 @@ class Restored:
 
 
 def restore(workdir: str, which: str = "best") -> Restored:
-    from segjax.trainer import restore_for_evaluation
+    from segjax.runs import restore_for_evaluation
 
     run, state, step = restore_for_evaluation(workdir, which, need_data=False)
     model = run.model
@@ -189,6 +189,15 @@ def resize_probabilities(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray
     return np.stack(channels, axis=-1)
 
 
+def load_stablehlo(path: str):
+    """A callable (images -> outputs) from a file written by ``export_stablehlo``."""
+    from jax import export
+
+    with open(path, "rb") as file:
+        exported = export.deserialize(bytearray(file.read()))
+    return exported.call
+
+
 def load_exported(path: str) -> Predictor:
     """A ``Predictor`` for a file written by ``segjax.export`` (ONNX through onnxruntime, or
     StableHLO), its preprocessing from the sidecar ``path.json``: no workdir, no dataset."""
@@ -231,8 +240,6 @@ def load_exported(path: str) -> Predictor:
 
         fixed = (int(spatial[0]), int(spatial[1]))
     else:
-        from segjax.export import load_stablehlo
-
         call = load_stablehlo(path)
 
         def raw(x):

@@ -28,6 +28,7 @@ from segjax.data.augment import resize
 from segjax.detection import instance_metrics as im
 from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
 from segjax.models import is_instance_model
+from segjax.runs import eval_batches
 from segjax.steps import detect_step, foreground_step
 from segjax.validation import INSTANCE_METRICS
 
@@ -95,8 +96,6 @@ def _true_instances(example: dict, eval_size) -> np.ndarray:
 def model_outputs(fn, state, run, split: str) -> Iterator[tuple[int, dict, np.ndarray, object]]:
     """Every example of ``split``: (index, example, true label map, the model's outputs for it:
     its valid detections, or its foreground probabilities cropped to the true map's size)."""
-    from segjax.trainer import eval_batches  # the trainer imports this module
-
     source = run.dataset.split(split)
     eval_size = tuple(run.config.data.eval_size) or None
     detector = is_instance_model(run.model)

@@ -22,7 +22,6 @@ and with ``--save overlay`` ``<stem>_overlay.png`` (each object
 tinted and outlined in its own colour). Whole images only (no tiles or flips).
 """
 
-import glob
 import io
 import json
 import os
@@ -34,7 +33,7 @@ from PIL import Image
 
 from segjax import cli
 from segjax.data.errors import DataError
-from segjax.data.folder import IMAGE_SUFFIXES, load_image
+from segjax.data.images import find_inputs, load_image
 from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
@@ -77,33 +76,6 @@ def define_flags() -> None:
         SCORE_THRESHOLD,
         "instance runs: objects scoring less are left out of the label map",
     )
-
-
-def find_inputs(pattern: str) -> list[str]:
-    """The image files ``--input`` names, sorted; a one-line error if there are none."""
-    if os.path.isdir(pattern):
-        paths = [
-            os.path.join(pattern, name)
-            for name in os.listdir(pattern)
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-        ]
-    elif os.path.isfile(pattern):
-        paths = [pattern]
-    else:
-        paths = [p for p in glob.glob(pattern) if os.path.isfile(p)]
-    if not paths:
-        raise UserError(
-            f"--input={pattern!r}: no image files (a file, a directory of "
-            f"{', '.join(IMAGE_SUFFIXES)} files, or a quoted glob)"
-        )
-    paths.sort()
-    stems: dict[str, str] = {}
-    for path in paths:
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in stems:
-            raise UserError(f"--input: {stems[stem]} and {path} would both write {stem}.png")
-        stems[stem] = path
-    return paths
 
 
 def mask_image(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -304,7 +276,7 @@ def predict_instance_files(run, restored, paths, output: str, saves) -> list[str
 
 def _is_instance_run(workdir: str) -> bool:
     from segjax.models import INSTANCE_ARCHS
-    from segjax.trainer import load_config
+    from segjax.runs import load_config
 
     return load_config(workdir).model.arch in INSTANCE_ARCHS
 

@@ -24,7 +24,7 @@ from segjax.errors import UserError
 from segjax.evaluate import format_table
 from segjax.files import write_atomically
 from segjax.models import INSTANCE_ARCHS
-from segjax.trainer import load_config, prepare
+from segjax.runs import load_config, prepare
 
 
 def define_flags() -> None:

@@ -32,7 +32,7 @@ BATCHES = (1, 3)
 RELOAD = """
 import sys
 import numpy as np
-from segjax.export import load_stablehlo
+from segjax.inference import load_stablehlo
 folder = sys.argv[1]
 for name in open(folder + "/list.txt").read().split():
     call = load_stablehlo(f"{folder}/{name}.stablehlo")

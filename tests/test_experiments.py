@@ -17,7 +17,7 @@ from PIL import Image
 
 from segjax.experiments.spec import Experiment, Member, load_experiment
 from segjax.models import create_model
-from segjax.models.summary import summarize
+from segjax.models.counting import summarize
 
 ROOT = pathlib.Path(__file__).parents[1]
 pytestmark = pytest.mark.slow

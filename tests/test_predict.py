@@ -54,7 +54,7 @@ def trained(tfds_dir, shapes_small, tmp_path_factory):
 
 @pytest.mark.slow
 def test_restore_for_predicting_needs_only_the_dataset_record(trained, shapes_small, monkeypatch):
-    import segjax.trainer
+    import segjax.runs
     from segjax.errors import WorkdirError
     from segjax.inference import restore
     from segjax.workdir import read_dataset_record
@@ -69,11 +69,11 @@ def test_restore_for_predicting_needs_only_the_dataset_record(trained, shapes_sm
     def no_data(_):
         raise AssertionError("the data was read")
 
-    monkeypatch.setattr(segjax.trainer, "load_dataset", no_data)
+    monkeypatch.setattr(segjax.runs, "load_dataset", no_data)
     restored = restore(str(trained), "latest")
     assert restored.class_names == tuple(shapes_small.class_names) and restored.step == 12
     with pytest.raises(AssertionError, match="the data was read"):  # evaluation still reads it
-        segjax.trainer.restore_for_evaluation(str(trained), "latest")
+        segjax.runs.restore_for_evaluation(str(trained), "latest")
 
     broken = trained.parent / "broken"
     broken.mkdir()
@@ -186,7 +186,7 @@ def test_command_writes_masks_and_names_the_unreadable_file(trained, tmp_path):
 
 
 RUN_STABLEHLO = (
-    "import sys, numpy as np; from segjax.export import load_stablehlo; "
+    "import sys, numpy as np; from segjax.inference import load_stablehlo; "
     "np.save(sys.argv[3], np.asarray(load_stablehlo(sys.argv[1])(np.load(sys.argv[2]))))"
 )
 

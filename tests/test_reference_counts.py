@@ -3,7 +3,7 @@
 import pytest
 
 from segjax.models import create_classifier, create_model
-from segjax.models.summary import summarize
+from segjax.models.counting import summarize
 from tests.model_utils import num_params, variable_shapes
 
 SEGMENTATION = [

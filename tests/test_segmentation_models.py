@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segjax.models import ARCHS, ENCODERS, create_model
-from segjax.models.summary import summarize
+from segjax.models.counting import summarize
 from tests.model_utils import num_params, output_shapes, random_variables, variable_shapes
 
 ODD = (2, 67, 71)  # not a multiple of 32: padded to 96x96 inside, cropped back

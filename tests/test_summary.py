@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from segjax.models import create_classifier, create_model
+from segjax.models.counting import summarize
 from segjax.models.factory import ENCODERS
-from segjax.models.summary import describe, parse_option, parse_size, summarize
+from segjax.models.summary import describe, parse_option, parse_size
 from tests.model_utils import num_params, variable_shapes
 
 

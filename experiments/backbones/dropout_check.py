@@ -18,7 +18,7 @@ from absl import flags
 
 from segjax import cli
 from segjax.data import eval_dataset
-from segjax.trainer import restore_for_evaluation
+from segjax.runs import restore_for_evaluation
 
 
 def define_flags() -> None:

@@ -19,7 +19,7 @@ from absl import flags
 from PIL import Image, ImageDraw
 
 from segjax import cli
-from segjax.data.folder import load_image
+from segjax.data.images import load_image
 from segjax.detection.instance_metrics import dsb_score, object_count
 from segjax.errors import UserError
 from segjax.instances import Splitter

@@ -25,7 +25,7 @@ from segjax.errors import UserError
 from segjax.instances import ImageInstances, Splitter, jit_instances, label_map, model_outputs
 from segjax.instances import score as score_instances
 from segjax.models import is_instance_model
-from segjax.trainer import restore_for_evaluation
+from segjax.runs import restore_for_evaluation
 from segjax.workdir import write_atomically
 
 

@@ -30,13 +30,18 @@ import re
 
 import numpy as np
 import tensorflow_datasets as tfds
-from PIL import Image, UnidentifiedImageError
 
 from segjax.data.errors import DataError
+from segjax.data.images import (
+    IMAGE_SUFFIXES,
+    check_mask_values,
+    load_image,
+    load_instances,
+    load_mask,
+)
 from segjax.data.png import encode_label_map, encode_png
 from segjax.files import read_json
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -115,82 +120,6 @@ def read_splits(root: str, stems: list[str], fractions, seed: int) -> dict[str, 
                 f"{os.path.join(root, 'images')}"
             )
     return {split: list(content.get(split, [])) for split in SPLITS}
-
-
-CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
-
-
-def load_image(path: str, channels: int) -> np.ndarray:
-    """An image file as uint8 (H, W, channels), converted to greyscale, RGB or RGBA by Pillow
-    (greyscale is repeated, alpha dropped or made opaque as needed)."""
-    if channels not in CHANNEL_MODES:
-        raise DataError(f"channels={channels!r}: choose one of {list(CHANNEL_MODES)}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I", "F"):
-                array = np.asarray(image, np.float64)
-                span = max(float(array.max() - array.min()), 1e-6)
-                image = Image.fromarray(((array - array.min()) / span * 255).astype(np.uint8))
-            image = image.convert(CHANNEL_MODES[channels])
-            return np.asarray(image, np.uint8).reshape(image.height, image.width, channels)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot read image ({error})") from None
-
-
-def load_mask(path: str, ignore_label: int | None) -> np.ndarray:
-    """A mask file as uint8 (H, W) class ids; 0/255 binary masks become 0/1."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "P", "1", "I", "I;16"):
-                raise DataError(
-                    f"{path}: a mask must be single-channel class ids (PNG mode L, "
-                    f"P or I), got mode {image.mode}"
-                )
-            mask = np.asarray(image)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot read mask ({error})") from None
-    if mask.dtype == bool:
-        mask = mask.astype(np.uint8)
-    if mask.max(initial=0) > 255:
-        raise DataError(f"{path}: mask values up to {mask.max()} exceed 255")
-    mask = mask.astype(np.uint8)
-    if ignore_label != 255 and np.isin(mask, (0, 255)).all():
-        mask = (mask // 255).astype(np.uint8)
-    return mask
-
-
-def load_instances(path: str) -> np.ndarray:
-    """An instance label map file as int32 (H, W): single channel, 8 or 16 bits."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "P", "I", "I;16", "I;16B"):
-                raise DataError(
-                    f"{path}: an instance map must be a single-channel 8- or 16-bit PNG of "
-                    f"object ids, got mode {image.mode}"
-                )
-            labels = np.asarray(image).astype(np.int64)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        raise DataError(f"{path}: cannot read instance map ({error})") from None
-    if labels.min(initial=0) < 0 or labels.max(initial=0) > 65535:
-        raise DataError(f"{path}: object ids {labels.min()}..{labels.max()} are outside 0..65535")
-    return labels.astype(np.int32)
-
-
-def check_mask_values(
-    where: str, mask: np.ndarray, num_classes: int, ignore_label: int | None
-) -> None:
-    """A ``DataError`` naming ``where`` (a file, an example) if ``mask`` holds a value that is
-    neither a class id below ``num_classes`` nor the ignore label."""
-    values = np.unique(mask)
-    bad = [int(v) for v in values if v >= num_classes and v != ignore_label]
-    if bad:
-        raise DataError(
-            f"{where}: mask values {bad[:10]} are outside 0..{num_classes - 1} "
-            f"(ignore label: {ignore_label})"
-        )
 
 
 def fingerprint(root: str, options: tuple) -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from segjax.data import augment
 from segjax.data.errors import DataError
-from segjax.data.folder import check_mask_values
+from segjax.data.images import check_mask_values
 from segjax.data.instances import instance_targets
 from segjax.data.sources import Dataset, SplitSource
 

@@ -15,12 +15,11 @@ training speed.
 import math
 import os
 
-from segjax.experiments.report import budget_line, cell, encoder_family, place_labels
-from segjax.experiments.run import collect
-from segjax.experiments.speed import read_speed
+from segjax.experiments.records import collect, read_speed
+from segjax.experiments.report_parts import budget_line, cell, encoder_family, place_labels
 from segjax.model_config import model_from_config
-from segjax.models.summary import summarize
-from segjax.trainer import load_config
+from segjax.models.counting import summarize
+from segjax.runs import load_config
 
 COLUMNS = [
     ("name", "model", "{}"),

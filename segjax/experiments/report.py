@@ -15,17 +15,22 @@ plot shows them as one point per model: the mean, with a bar from the lowest to 
 
 import csv
 import json
-import math
 import os
-import re
 
 from absl import flags
 
 from segjax import cli
 from segjax.errors import UserError
 from segjax.experiments import curves as curves_lib
-from segjax.experiments import paired
-from segjax.experiments.run import collect
+from segjax.experiments import instance_report, paired
+from segjax.experiments.records import collect, read_speed
+from segjax.experiments.report_parts import (
+    MARKERS,
+    budget_line,
+    cell,
+    encoder_family,
+    place_labels,
+)
 from segjax.experiments.seeds import (
     METRICS,
     SEED_SUFFIX,
@@ -35,10 +40,9 @@ from segjax.experiments.seeds import (
     seed_table,
 )
 from segjax.experiments.spec import load_experiment
-from segjax.experiments.speed import read_speed
 from segjax.model_config import model_from_config
-from segjax.models.summary import summarize
-from segjax.trainer import load_config
+from segjax.models.counting import summarize
+from segjax.runs import load_config
 from segjax.workdir import read_dataset_record
 
 COLUMNS = [
@@ -107,17 +111,6 @@ def build_rows(experiment, workdir: str) -> list[dict]:
             }
         )
     return rows
-
-
-def budget_line(rows: list[dict]) -> str:
-    budgets = {(r["steps"], r["batch_size"], r["image_size"]) for r in rows}
-    text = "; ".join(f"{s} steps of batch {b} at {i}" for s, b, i in sorted(budgets))
-    return text + (" (one budget for every model)" if len(budgets) == 1 else " (budgets DIFFER)")
-
-
-def cell(value, fmt: str) -> str:
-    """A table cell; a figure that was not measured (no speed.json: NaN) shows as a dash."""
-    return "-" if isinstance(value, float) and math.isnan(value) else fmt.format(value)
 
 
 def columns(experiment) -> list[tuple[str, str, str]]:
@@ -202,51 +195,6 @@ def plotted_points(rows: list[dict], spread: list[dict]) -> list[dict]:
         name = f"{summary['name']} ({len(summary['seeds'])} seeds)"
         points.append(dict(first, name=name, miou=miou["mean"], low=miou["min"], high=miou["max"]))
     return points
-
-
-def place_labels(axis, labels: list[tuple[float, float, str]], fontsize: int = 8) -> None:
-    """Writes each label beside its point, trying offsets above and below in turn until it does
-    not cover a label already placed (sizes estimated in points), so that models with nearly
-    equal figures stay readable."""
-    axis.autoscale_view()  # the limits the points will be drawn with
-    transform = axis.transData
-    dpi_scale = 72.0 / axis.figure.dpi  # display pixels -> points
-    height, char_width = fontsize * 1.3, fontsize * 0.6
-    offsets = [(6, dy) for dy in (4, -11, 13, -20, 22, -29, 31, -38)]
-    placed: list[tuple[float, float, float, float]] = []
-    for x, y, name in sorted(labels, key=lambda label: -label[1]):
-        px, py = (v * dpi_scale for v in transform.transform((x, y)))
-        width = char_width * len(name)
-        for dx, dy in offsets:
-            box = (px + dx, py + dy, px + dx + width, py + dy + height)
-            if not any(
-                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
-            ):
-                break
-        else:
-            dx, dy = offsets[0]
-            box = (px + dx, py + dy, px + dx + width, py + dy + height)
-        placed.append(box)
-        # A label moved away from its point gets a thin line back to it.
-        line = {"arrowstyle": "-", "lw": 0.5, "color": "grey"} if abs(dy) > 11 else None
-        axis.annotate(
-            name,
-            (x, y),
-            textcoords="offset points",
-            xytext=(dx, dy),
-            fontsize=fontsize,
-            arrowprops=line,
-        )
-
-
-MARKERS = ("o", "^", "s", "D", "P", "X", "*")
-
-
-def encoder_family(encoder: str) -> str:
-    """'resnet34' -> 'resnet', 'ghostnet_100' -> 'ghostnet', 'mobilenet_v2' -> 'mobilenet',
-    'efficientnet_lite0' -> 'efficientnet', 'plain' -> 'plain'."""
-    match = re.match(r"[a-z]+", encoder)
-    return match.group() if match else encoder
 
 
 def plot(points: list[dict], path: str, size: int, title: str) -> None:
@@ -436,8 +384,6 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
     except ValueError as error:
         raise UserError(str(error)) from None
     if experiment.kind == "instances":
-        from segjax.experiments import instance_report
-
         rows = instance_report.write(experiment, workdir, out)
         if not rows:
             raise UserError(f"{workdir}: no finished member of {experiment.name} to report")

@@ -13,7 +13,6 @@ results are collected into ``<workdir>/results.json``.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from absl import flags
 
 from segjax import cli
 from segjax.errors import RunError, UserError
+from segjax.experiments.records import collect, read_speed, read_status, write_status
 from segjax.experiments.spec import Experiment, Member, load_experiment
-from segjax.experiments.speed import read_speed
-from segjax.files import write_atomically
 from segjax.reporting import format_duration
 
 
@@ -60,16 +58,6 @@ def member_commands(member: Member, workdir: str, experiment: Experiment, extra:
             str(experiment.size),
         ],
     }
-
-
-def read_status(directory: str) -> dict:
-    path = os.path.join(directory, "member.json")
-    return json.load(open(path)) if os.path.exists(path) else {}
-
-
-def write_status(directory: str, status: dict) -> None:
-    text = json.dumps(status, indent=2, sort_keys=True)
-    write_atomically(os.path.join(directory, "member.json"), text)  # never half-written
 
 
 def run_logged(command: list[str], log_path: str, on_line=None) -> int:
@@ -138,34 +126,6 @@ def run_member(
             status["finished"] = True
             write_status(directory, status)
     return status
-
-
-def collect(experiment: Experiment, workdir: str) -> list[dict]:
-    """One record per finished member: its eval results, throughput and wall times."""
-    records = []
-    for member in experiment.members:
-        directory = os.path.join(workdir, member.name)
-        status = read_status(directory)
-        if not status.get("finished"):
-            continue
-        results = json.load(open(os.path.join(directory, f"eval_{experiment.eval_split}.json")))
-        rates = [
-            r["train/img_per_sec"]
-            for r in map(json.loads, open(os.path.join(directory, "metrics.jsonl")))
-            if "train/img_per_sec" in r
-        ]
-        records.append(
-            {
-                "name": member.name,
-                "config": member.config,
-                "overrides": status["overrides"],
-                "train_seconds": status["train_seconds"],
-                "eval_seconds": status["eval_seconds"],
-                "train_img_per_sec": statistics.median(rates) if rates else None,
-                **{f"{experiment.eval_split}/{k}": v for k, v in results.items()},
-            }
-        )
-    return records
 
 
 def parse_set(items: list[str]) -> dict:

@@ -22,24 +22,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("size", 256, "square input size of the inference latency")
 
 
-def read_speed(directory: str, size: int) -> dict | None:
-    """A member's speed.json if it was measured at ``size``, else None. (The sweep runner reads
-    it, so this module imports JAX only to measure: the runner must not take the devices its
-    members train on.)"""
-    path = os.path.join(directory, "speed.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        record = json.load(f)
-    return record if record.get("size") == size else None
-
-
 def measure(workdir: str, size: int) -> dict:
     import jax
 
     from segjax.benchmark import inference_speed, train_speed
     from segjax.files import write_atomically
-    from segjax.trainer import load_config
+    from segjax.runs import load_config
 
     config = load_config(workdir)
     train = train_speed(config, warmup=WARMUP, repeats=REPEATS, pipeline=True)

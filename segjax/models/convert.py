@@ -104,7 +104,7 @@ def _from_segjax_file(source: str, tensors: dict, metadata: dict):
 
 
 def _from_workdir(workdir: str, which: str):
-    from segjax.trainer import restore_for_evaluation
+    from segjax.runs import restore_for_evaluation
 
     run, state, step = restore_for_evaluation(workdir, which)
     variables = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.variables)

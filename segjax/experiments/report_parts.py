@@ -1,0 +1,61 @@
+"""Parts shared by the sweep reports (``segjax.experiments.report`` for semantic experiments,
+``segjax.experiments.instance_report`` for instance ones): the budget line, table cells, the
+plots' encoder markers and label placement."""
+
+import math
+import re
+
+MARKERS = ("o", "^", "s", "D", "P", "X", "*")
+
+
+def budget_line(rows: list[dict]) -> str:
+    budgets = {(r["steps"], r["batch_size"], r["image_size"]) for r in rows}
+    text = "; ".join(f"{s} steps of batch {b} at {i}" for s, b, i in sorted(budgets))
+    return text + (" (one budget for every model)" if len(budgets) == 1 else " (budgets DIFFER)")
+
+
+def cell(value, fmt: str) -> str:
+    """A table cell; a figure that was not measured (no speed.json: NaN) shows as a dash."""
+    return "-" if isinstance(value, float) and math.isnan(value) else fmt.format(value)
+
+
+def place_labels(axis, labels: list[tuple[float, float, str]], fontsize: int = 8) -> None:
+    """Writes each label beside its point, trying offsets above and below in turn until it does
+    not cover a label already placed (sizes estimated in points), so that models with nearly
+    equal figures stay readable."""
+    axis.autoscale_view()  # the limits the points will be drawn with
+    transform = axis.transData
+    dpi_scale = 72.0 / axis.figure.dpi  # display pixels -> points
+    height, char_width = fontsize * 1.3, fontsize * 0.6
+    offsets = [(6, dy) for dy in (4, -11, 13, -20, 22, -29, 31, -38)]
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, name in sorted(labels, key=lambda label: -label[1]):
+        px, py = (v * dpi_scale for v in transform.transform((x, y)))
+        width = char_width * len(name)
+        for dx, dy in offsets:
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+            if not any(
+                box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+            ):
+                break
+        else:
+            dx, dy = offsets[0]
+            box = (px + dx, py + dy, px + dx + width, py + dy + height)
+        placed.append(box)
+        # A label moved away from its point gets a thin line back to it.
+        line = {"arrowstyle": "-", "lw": 0.5, "color": "grey"} if abs(dy) > 11 else None
+        axis.annotate(
+            name,
+            (x, y),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=fontsize,
+            arrowprops=line,
+        )
+
+
+def encoder_family(encoder: str) -> str:
+    """'resnet34' -> 'resnet', 'ghostnet_100' -> 'ghostnet', 'mobilenet_v2' -> 'mobilenet',
+    'efficientnet_lite0' -> 'efficientnet', 'plain' -> 'plain'."""
+    match = re.match(r"[a-z]+", encoder)
+    return match.group() if match else encoder
