@@ -58,6 +58,20 @@ def positional(argv: list[str], names: tuple[str, ...] = ()) -> list[str]:
     return given
 
 
+def parse_size(text: str, multiple: int = 1, flag: str = "--size") -> tuple[int, int]:
+    """'256' or '256x320' -> (height, width): positive, and multiples of ``multiple``."""
+    height, _, width = str(text).lower().partition("x")
+    try:
+        size = int(height), int(width or height)
+    except ValueError:
+        raise UserError(f"{flag}={text!r}: expected N or HxW, e.g. 256 or 256x320") from None
+    if min(size) < 1:
+        raise UserError(f"{flag}={text!r}: height and width must be positive")
+    if size[0] % multiple or size[1] % multiple:
+        raise UserError(f"{flag}={text!r}: height and width must be multiples of {multiple}")
+    return size
+
+
 def require(*names: str) -> None:
     """A one-line error for required flags left out."""
     missing = [f"--{name}" for name in names if flags.FLAGS[name].value in (None, "")]

@@ -36,3 +36,10 @@ class CheckpointError(RunError):
 
 class TrainingError(RunError):
     """A training run that must stop, e.g. at a non-finite loss."""
+
+
+def check_batch_size(batch_size: int, unit: int, what: str, error: type[Exception]) -> None:
+    """One check, one message, wherever a batch is split: ``batch_size`` must be a positive
+    multiple of ``unit``, the number of parts ``what`` describes."""
+    if batch_size < 1 or batch_size % unit:
+        raise error(f"batch_size={batch_size} must be a positive multiple of {what} ({unit})")

@@ -58,7 +58,9 @@ def define_flags() -> None:
         2.0,
         "watershed: least height of a seed (h-maxima of the distance transform, in pixels)",
     )
-    flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
+    flags.DEFINE_integer(
+        "min_area", 1, "objects of fewer pixels are dropped (Mask R-CNN runs and --instances)"
+    )
 
 
 def format_table(results: dict[str, float], class_names) -> str:
@@ -140,7 +142,8 @@ def evaluate_instance_run(
         )
         fn = jit_instances(run, splitter)
         results, start = [], time.perf_counter()
-        for result in predict_instances(fn, state, run, split, splitter):
+        min_area = options.get("min_area", 1)
+        for result in predict_instances(fn, state, run, split, splitter, min_area):
             results.append(result)
             if position == 0 and saved < num_images and jax.process_index() == 0:
                 _instance_png(run, image_dir, result, source)
@@ -167,13 +170,15 @@ def evaluate_instance_run(
     return report
 
 
-def evaluate_run(workdir: str, split: str, which: str, num_images: int) -> dict:
+def evaluate_run(
+    workdir: str, split: str, which: str, num_images: int, options: dict | None = None
+) -> dict:
     run, state, step = restore_for_evaluation(workdir, which)
     config = run.config
     if jax.process_index() == 0 and read_dataset_record(workdir) is None:
         write_dataset_record(workdir, dataset_record(run))  # a workdir from before the records
     if is_instance_model(run.model):
-        return evaluate_instance_run(workdir, split, which, num_images, [], {})
+        return evaluate_instance_run(workdir, split, which, num_images, [], options or {})
     source = run.dataset.split(split)  # a missing or empty split: one line naming it
     p_eval, p_predict = jit_eval_step(run), jit_predict(run)
 
@@ -233,13 +238,13 @@ def main(argv) -> int:
     unknown = [m for m in args.instances if m not in SPLITTERS]
     if unknown:
         raise UserError(f"--instances={','.join(args.instances)}: choose among {list(SPLITTERS)}")
+    options = {"min_area": args.min_area, "seed_height": args.seed_height}
     if args.instances:
-        options = {"min_area": args.min_area, "seed_height": args.seed_height}
         evaluate_instance_run(
             args.workdir, args.split, args.checkpoint, args.num_images, args.instances, options
         )
     else:
-        evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images)
+        evaluate_run(args.workdir, args.split, args.checkpoint, args.num_images, options)
     return 0
 
 

@@ -27,11 +27,11 @@ import numpy as np
 from absl import flags
 
 from segjax import cli
-from segjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from segjax.data.augment import statistics
 from segjax.errors import UserError
 from segjax.files import write_atomically
 from segjax.inference import Restored, restore
-from segjax.losses import probabilities
+from segjax.losses import head_probabilities
 from segjax.models import is_instance_model
 
 FORMATS = ("stablehlo", "onnx")
@@ -62,7 +62,7 @@ def export_function(restored: Restored, layout: str = "nhwc", conv_impl: str | N
             x = jnp.transpose(x, (0, 2, 3, 1))
         out = model.apply(variables, x, train=False)
         if isinstance(out, list):
-            out = jnp.log(sum(probabilities(h) for h in out) / len(out)) if accurate else out[-1]
+            out = jnp.log(head_probabilities(out, "accurate")) if accurate else out[-1]
         out = out.astype(jnp.float32)
         return jnp.transpose(out, (0, 3, 1, 2)) if layout == "nchw" else out
 
@@ -71,12 +71,9 @@ def export_function(restored: Restored, layout: str = "nhwc", conv_impl: str | N
 
 def normalisation(restored: Restored) -> tuple[list[float], list[float]]:
     """The mean and std the run normalises with (ImageNet's unless config.data sets them)."""
-    data, channels = restored.config.data, restored.channels
-    if data.mean:
-        return list(data.mean), list(data.std)
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return [float(np.mean(IMAGENET_MEAN))] * channels, [float(np.mean(IMAGENET_STD))] * channels
+    data = restored.config.data
+    mean, std = statistics(restored.channels, tuple(data.mean), tuple(data.std))
+    return list(mean), list(std)
 
 
 def sidecar(restored: Restored, fmt: str, layout: str, workdir: str, size=None) -> dict:
@@ -152,17 +149,6 @@ def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc")
     return proto.SerializeToString()
 
 
-def parse_size(text: str, multiple: int) -> tuple[int, int]:
-    height, _, width = str(text).lower().partition("x")
-    try:
-        size = int(height), int(width or height)
-    except ValueError:
-        raise UserError(f"--size={text!r}: expected N or HxW, e.g. 256 or 256x320") from None
-    if min(size) < 1 or size[0] % multiple or size[1] % multiple:
-        raise UserError(f"--size={text!r}: height and width must be multiples of {multiple}")
-    return size
-
-
 def calibration_images(restored: Restored, pattern: str, count: int, seed: int = 0):
     """uint8 images to calibrate int8 on: ``pattern``'s files (``--calibration_input``), or
     ``count`` of the run's training images chosen at random (this reads the run's data)."""
@@ -218,7 +204,7 @@ def main(argv) -> int:
     if args.format == "stablehlo":
         blob, size = export_stablehlo(restored, args.layout), None
     else:
-        size = parse_size(args.size, restored.multiple)
+        size = cli.parse_size(args.size, restored.multiple)
         blob = export_onnx(restored, size, args.layout)
     info = sidecar(restored, args.format, args.layout, args.workdir, size)
     if args.int8:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from segjax.data.augment import normalize
 from segjax.errors import UserError
-from segjax.losses import probabilities
+from segjax.losses import head_probabilities
 from segjax.tiling import predict_tiled
 
 TTA_MODES = ("", "flips")
@@ -41,16 +41,6 @@ class Predictor:
     step: int
     eval_size: tuple[int, int] | None = None  # (height, width) the run evaluates at
     fixed_size: tuple[int, int] | None = None  # an exported model's only input size
-
-
-def head_probabilities(outputs, mode: str) -> jax.Array:
-    """Probabilities of a model's output; deep supervision as ``metrics.predict`` combines it
-    ('accurate': the mean over heads, 'fast': the last head)."""
-    if isinstance(outputs, list | tuple):
-        if mode == "fast":
-            return probabilities(outputs[-1])
-        return sum(probabilities(h) for h in outputs) / len(outputs)
-    return probabilities(outputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,22 +94,25 @@ def load_predictor(workdir: str, which: str = "best") -> Predictor:
     )
 
 
+def pad_to(images: np.ndarray, multiple: int, fixed_size: tuple[int, int] | None = None):
+    """(images, B x H x W x C) zero-padded at the bottom and right to a multiple of
+    ``multiple`` (or to ``fixed_size``); slicing ``[:, :H, :W]`` of an output undoes it, and
+    boxes keep their coordinates."""
+    height, width = images.shape[1:3]
+    target = fixed_size or (height + -height % multiple, width + -width % multiple)
+    return np.pad(images, ((0, 0), (0, target[0] - height), (0, target[1] - width), (0, 0)))
+
+
 def padded(
     predict: Callable[[np.ndarray], np.ndarray],
     multiple: int,
     fixed_size: tuple[int, int] | None = None,
 ):
-    """``predict`` on inputs zero-padded at the bottom and right to ``multiple`` (or to
-    ``fixed_size``), cropped back."""
+    """``predict`` on inputs padded by ``pad_to``, cropped back."""
 
     def run(images: np.ndarray) -> np.ndarray:
         height, width = images.shape[1:3]
-        if fixed_size:
-            target = fixed_size
-        else:
-            target = (height + -height % multiple, width + -width % multiple)
-        pad = ((0, 0), (0, target[0] - height), (0, target[1] - width), (0, 0))
-        return predict(np.pad(images, pad))[:, :height, :width]
+        return predict(pad_to(images, multiple, fixed_size))[:, :height, :width]
 
     return run
 

@@ -114,27 +114,31 @@ def model_outputs(fn, state, run, split: str) -> Iterator[tuple[int, dict, np.nd
             yield int(index), example, true, mine
 
 
-def label_map(outputs, shape: tuple[int, int], splitter: Splitter | None = None):
-    """(label map, {label: score}) of one image's ``model_outputs``: detections pasted, or, with
-    a ``splitter``, the foreground split into objects."""
+def label_map(
+    outputs, shape: tuple[int, int], splitter: Splitter | None = None, min_area: int = 1
+) -> tuple[np.ndarray, dict[int, float], dict[int, int]]:
+    """(label map, {label: score}, {label: index of its detection}) of one image's model outputs:
+    detections pasted (objects of fewer than ``min_area`` pixels dropped), or, with a
+    ``splitter``, a foreground probability map split into objects (its own ``min_area``; no
+    detection indices). The one way outputs become objects, for evaluate and predict alike."""
     if splitter is None:
-        labels, scores, _ = paste_masks(
-            outputs["boxes"], outputs["scores"], outputs["masks"], *shape, MASK_THRESHOLD
+        return paste_masks(
+            outputs["boxes"], outputs["scores"], outputs["masks"], *shape, MASK_THRESHOLD, min_area
         )
-        return labels, scores
-    return semantic_instances(
+    labels, scores = semantic_instances(
         outputs, splitter.method, splitter.threshold, splitter.min_area, splitter.seed_height
     )
+    return labels, scores, {}
 
 
 def predict_instances(
-    fn, state, run, split: str, splitter: Splitter | None = None
+    fn, state, run, split: str, splitter: Splitter | None = None, min_area: int = 1
 ) -> Iterator[ImageInstances]:
-    """Every example of ``split`` with its true and predicted label maps."""
+    """Every example of ``split`` with its true and predicted label maps (``label_map``)."""
     detector = is_instance_model(run.model)
     for index, example, true, outputs in model_outputs(fn, state, run, split):
         start = time.perf_counter()
-        labels, scores = label_map(outputs, true.shape, None if detector else splitter)
+        labels, scores, _ = label_map(outputs, true.shape, None if detector else splitter, min_area)
         post = time.perf_counter() - start
         yield ImageInstances(index, example["name"], true, labels, scores, post)
 

@@ -39,6 +39,23 @@ def probabilities(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
+DEEP_SUPERVISION_MODES = ("accurate", "fast")
+
+
+def head_probabilities(outputs, mode: str = "accurate", head: int = -1) -> jax.Array:
+    """Class probabilities of a model's output. A deep-supervision list of heads is combined
+    by ``mode``: 'accurate' averages the heads' probabilities, 'fast' takes one head (``head``,
+    the last and deepest by default). The one place heads are combined, for metrics, inference,
+    instance splitting and export alike."""
+    if not isinstance(outputs, list | tuple):
+        return probabilities(outputs)
+    if mode == "fast":
+        return probabilities(outputs[head])
+    if mode != "accurate":
+        raise ValueError(f"deep supervision mode={mode!r}; choose 'accurate' or 'fast'")
+    return sum(probabilities(h) for h in outputs) / len(outputs)
+
+
 def _one_hot(labels: jax.Array, num_classes: int, valid: jax.Array) -> jax.Array:
     return jax.nn.one_hot(labels, num_classes) * valid[..., None]
 

@@ -12,21 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from segjax.losses import probabilities
+from segjax.losses import head_probabilities
 
 
 def predict(
     logits: jax.Array | list[jax.Array], mode: str = "accurate", head: int = -1
 ) -> jax.Array:
-    """Class ids (B, H, W). Deep supervision: 'accurate' averages the heads' probabilities,
-    'fast' takes one head (the last, deepest, by default)."""
+    """Class ids (B, H, W). Deep supervision: combined by ``losses.head_probabilities``
+    ('accurate' averages the heads' probabilities, 'fast' takes one head, the last by default)."""
     if isinstance(logits, list | tuple):
-        if mode == "fast":
-            logits = logits[head]
-        elif mode == "accurate":
-            return jnp.argmax(sum(probabilities(h) for h in logits), axis=-1)
-        else:
-            raise ValueError(f"deep supervision mode={mode!r}; choose 'accurate' or 'fast'")
+        return jnp.argmax(head_probabilities(logits, mode, head), axis=-1)
     if logits.shape[-1] == 1:
         return (logits[..., 0] > 0).astype(jnp.int32)
     return jnp.argmax(logits, axis=-1)

@@ -50,15 +50,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
-    devices = mesh.devices.size
-    if global_batch_size % devices:
-        raise ValueError(
-            f"batch_size={global_batch_size} must be a multiple of the number of "
-            f"devices ({devices})"
-        )
-
-
 def to_global(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, Any]:
     """This process's rows of a batch -> global arrays split over the mesh's data axis."""
     return {

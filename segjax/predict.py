@@ -34,7 +34,7 @@ from PIL import Image
 from segjax import cli
 from segjax.data.errors import DataError
 from segjax.data.images import find_inputs, load_image
-from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
+from segjax.detection.label_maps import SPLITTERS
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
@@ -64,7 +64,9 @@ def define_flags() -> None:
         ["", *SPLITTERS],
         "a semantic run's foreground split into objects (label maps, as a Mask R-CNN run writes)",
     )
-    flags.DEFINE_integer("min_area", 1, "--instances: objects of fewer pixels are dropped")
+    flags.DEFINE_integer(
+        "min_area", 1, "objects of fewer pixels are dropped (Mask R-CNN runs and --instances)"
+    )
     flags.DEFINE_float(
         "seed_height",
         Splitter.seed_height,
@@ -102,19 +104,38 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def predict_files(predictor, paths: list[str], output: str, options: dict, saves) -> list[str]:
-    """Writes each image's outputs; returns the messages of the images that failed."""
-    os.makedirs(output, exist_ok=True)
-    num_classes = len(predictor.class_names)
-    failed, start, pixels = [], time.perf_counter(), 0
+def each_image(paths: list[str], channels: int, handle) -> tuple[list[str], float]:
+    """Reads each image and calls ``handle(stem, path, image)``, which writes its outputs and
+    returns a note for the progress line; an unreadable image is skipped and reported. Returns
+    (the failures' messages, the seconds taken). The one per-file loop of both predict modes."""
+    failed, start = [], time.perf_counter()
     for index, path in enumerate(paths, 1):
         stem = os.path.splitext(os.path.basename(path))[0]
         try:
-            image = load_image(path, predictor.channels)
+            image = load_image(path, channels)
         except DataError as error:
             failed.append(str(error))
             print(f"[{index}/{len(paths)}] skipped: {error}", flush=True)
             continue
+        note = handle(stem, path, image)
+        elapsed = time.perf_counter() - start
+        eta = elapsed / index * (len(paths) - index)
+        print(
+            f"[{index}/{len(paths)}] {stem} {image.shape[0]}x{image.shape[1]}{note}  "
+            f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}",
+            flush=True,
+        )
+    return failed, time.perf_counter() - start
+
+
+def predict_files(predictor, paths: list[str], output: str, options: dict, saves) -> list[str]:
+    """Writes each image's outputs; returns the messages of the images that failed."""
+    os.makedirs(output, exist_ok=True)
+    num_classes = len(predictor.class_names)
+    pixels = 0
+
+    def handle(stem: str, path: str, image: np.ndarray) -> str:
+        nonlocal pixels
         probs = predict_probabilities(predictor, image, **options)
         mask = np.argmax(probs, axis=-1)
         write_atomically(os.path.join(output, f"{stem}.png"), _png(mask_image(mask, num_classes)))
@@ -127,18 +148,12 @@ def predict_files(predictor, paths: list[str], output: str, options: dict, saves
                 os.path.join(output, f"{stem}_probs.npy"), _npy(probs.astype(np.float16))
             )
         pixels += mask.size
-        elapsed = time.perf_counter() - start
-        eta = elapsed / index * (len(paths) - index)
-        print(
-            f"[{index}/{len(paths)}] {stem} {image.shape[0]}x{image.shape[1]}  "
-            f"elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}",
-            flush=True,
-        )
-    done = len(paths) - len(failed)
-    elapsed = time.perf_counter() - start
+        return ""
+
+    failed, elapsed = each_image(paths, predictor.channels, handle)
     print(
-        f"predicted {done} of {len(paths)} images ({pixels / 1e6:.1f} Mpixels) in "
-        f"{format_duration(elapsed)}; masks in {output}"
+        f"predicted {len(paths) - len(failed)} of {len(paths)} images ({pixels / 1e6:.1f} "
+        f"Mpixels) in {format_duration(elapsed)}; masks in {output}"
         + (f"; {len(failed)} could not be read" if failed else ""),
         flush=True,
     )
@@ -177,8 +192,9 @@ def instance_predictor(
     import jax.numpy as jnp
 
     from segjax.data.augment import normalize
-    from segjax.inference import head_probabilities, restore
-    from segjax.instances import MASK_THRESHOLD
+    from segjax.inference import pad_to, restore
+    from segjax.instances import label_map
+    from segjax.losses import head_probabilities
     from segjax.models import is_instance_model
 
     restored = restore(workdir, which)
@@ -200,31 +216,16 @@ def instance_predictor(
     def run(image: np.ndarray):
         x = normalize(image, tuple(data.mean) or None, tuple(data.std) or None)[None]
         height, width = x.shape[1:3]
-        m = restored.multiple
-        x = np.pad(x, ((0, 0), (0, -height % m), (0, -width % m), (0, 0)))
+        x = pad_to(x, restored.multiple)
         out = jax.device_get(forward(restored.variables, jnp.asarray(x)))
         if detector:
             keep = out["valid"][0]
-            labels, scores, origin = paste_masks(
-                out["boxes"][0][keep],
-                out["scores"][0][keep],
-                out["masks"][0][keep],
-                height,
-                width,
-                MASK_THRESHOLD,
-                min_area,
-            )
-            kept_classes = out["classes"][0][keep]
-            classes = {label: names[int(kept_classes[i])] for label, i in origin.items()}
+            mine = {key: out[key][0][keep] for key in ("boxes", "scores", "masks", "classes")}
+            labels, scores, origin = label_map(mine, (height, width), None, min_area)
+            classes = {label: names[int(mine["classes"][i])] for label, i in origin.items()}
         else:
             foreground = 1.0 - out[0, :height, :width, 0]
-            labels, scores = semantic_instances(
-                foreground,
-                splitter.method,
-                splitter.threshold,
-                splitter.min_area,
-                splitter.seed_height,
-            )
+            labels, scores, _ = label_map(foreground, (height, width), splitter)
             classes = {label: names[-1] for label in scores}
         labels = confident_labels(labels, scores, threshold)
         scores = {label: value for label, value in scores.items() if value >= threshold}
@@ -236,15 +237,8 @@ def instance_predictor(
 def predict_instance_files(run, restored, paths, output: str, saves) -> list[str]:
     """Writes each image's label map, JSON and overlay; returns the failures' messages."""
     os.makedirs(output, exist_ok=True)
-    failed, start = [], time.perf_counter()
-    for index, path in enumerate(paths, 1):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        try:
-            image = load_image(path, restored.channels)
-        except DataError as error:
-            failed.append(str(error))
-            print(f"[{index}/{len(paths)}] skipped: {error}", flush=True)
-            continue
+
+    def handle(stem: str, path: str, image: np.ndarray) -> str:
         labels, scores, classes = run(image)
         if labels.max(initial=0) > 65535:
             raise RunError(f"{path}: {labels.max()} objects do not fit a 16-bit label map")
@@ -259,16 +253,12 @@ def predict_instance_files(run, restored, paths, output: str, saves) -> list[str
             write_atomically(
                 os.path.join(output, f"{stem}_overlay.png"), _png(instance_overlay(rgb, labels))
             )
-        elapsed = time.perf_counter() - start
-        eta = elapsed / index * (len(paths) - index)
-        print(
-            f"[{index}/{len(paths)}] {stem} {image.shape[0]}x{image.shape[1]}: {len(records)} "
-            f"objects  elapsed {format_duration(elapsed)}  ETA {format_duration(eta)}",
-            flush=True,
-        )
+        return f": {len(records)} objects"
+
+    failed, elapsed = each_image(paths, restored.channels, handle)
     print(
         f"predicted {len(paths) - len(failed)} of {len(paths)} images in "
-        f"{format_duration(time.perf_counter() - start)}; label maps in {output}",
+        f"{format_duration(elapsed)}; label maps in {output}",
         flush=True,
     )
     return failed

@@ -76,7 +76,7 @@ class Run:
 def prepare(config: ml_collections.ConfigDict) -> Run:
     """Checks the config (every key, then what needs the data), loads the dataset and defines
     the model and optimizer. Writes nothing but a dataset preparation in the TFDS data dir."""
-    validation.check_config(config, jax.device_count())
+    config = validation.check_config(config, jax.device_count())
     dataset = load_dataset(config.data)
     in_channels = dataset.split("train")[0]["image"].shape[-1]
     model = validation.check_with_data(config, dataset, in_channels)
@@ -164,7 +164,7 @@ def prepare_without_data(
 ) -> Run:
     """``prepare`` for predicting: the model and optimizer from the config and the workdir's
     dataset record, no data read (``run.dataset`` is the record)."""
-    validation.check_config(config)
+    config = validation.check_config(config)
     model = validation.build_model(config, record.num_classes, record.in_channels)
     return _assemble(config, record, model, record.in_channels)
 

@@ -15,7 +15,7 @@ from flax.training import train_state
 
 from segjax import metrics as metrics_lib
 from segjax.detection.losses import maskrcnn_loss
-from segjax.losses import probabilities as losses_probabilities
+from segjax.losses import head_probabilities
 
 
 class TrainState(train_state.TrainState):
@@ -148,8 +148,4 @@ def foreground_step(state: TrainState, images: jax.Array, *, model, mode: str) -
     supervision averaged in 'accurate' mode, the last head in 'fast'): what the semantic
     instance baseline splits into objects."""
     outputs = model.apply(state.variables, images, train=False)
-    heads = outputs if isinstance(outputs, list | tuple) else [outputs]
-    if mode == "fast":
-        heads = heads[-1:]
-    probabilities = sum(losses_probabilities(h) for h in heads) / len(heads)
-    return 1.0 - probabilities[..., 0]
+    return 1.0 - head_probabilities(outputs, mode)[..., 0]

@@ -10,6 +10,7 @@ Before a run writes anything it checks the whole config (``segjax.validation``),
 lock and config (``segjax.workdir``), the data, and the checkpoint it resumes from.
 """
 
+import dataclasses
 import os
 import signal
 import time
@@ -120,7 +121,7 @@ def train_and_evaluate(
 
     Refuses (``UserError``, nothing written) a bad config or data, a workdir in use, or one
     holding another config unless ``force_config``."""
-    validation.check_config(config, jax.device_count())  # before anything slow
+    config = validation.check_config(config, jax.device_count())  # before anything slow
     workdir_lib.check_path(workdir)
     lock = workdir_lib.WorkdirLock(workdir)
     # A second trainer stops here, before loading anything.
@@ -145,36 +146,44 @@ def train_and_evaluate(
         lock.release()  # a no-op where it was not taken (processes other than 0)
 
 
-def _restore_or_init(run: Run, checkpointer: Checkpointer) -> tuple[int, TrainState, Any, list]:
+def _restore_or_init(
+    run: Run, checkpointer: Checkpointer
+) -> tuple[Run, int, TrainState, Any, list]:
+    """(the run, the step, state, input-pipeline state and unreadable checkpoints to resume
+    from); a new run starting from ``model.pretrained`` comes back with the file's digest in its
+    config, so that config.json records which file it was."""
     if not checkpointer.steps():
         start = time.perf_counter()
         state = run.init_state(run.config.seed)
         say(f"initialised in {time.perf_counter() - start:.1f} s")
         if run.config.model.pretrained:
-            state = _with_pretrained(run, state)
-        return 0, state, None, []
+            state, digest = _with_pretrained(run, state)
+            config = run.config.copy_and_resolve_references()
+            config.model.pretrained_sha256 = digest
+            run = dataclasses.replace(run, config=config)
+        return run, 0, state, None, []
     step, state, data_state, unreadable = checkpointer.restore_readable(
         checkpointer.candidates("latest"), run.abstract_state(), say
     )
     say(f"resumed from step {step} in {checkpointer.directory}")
-    return step, state, data_state, unreadable
+    return run, step, state, data_state, unreadable
 
 
-def _with_pretrained(run: Run, state: TrainState) -> TrainState:
-    """The state with ``model.pretrained``'s tensors in place; its digest goes to config.json."""
+def _with_pretrained(run: Run, state: TrainState) -> tuple[TrainState, str]:
+    """(the state with ``model.pretrained``'s tensors in place, the file's sha256)."""
     local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.variables)
     variables, report, digest = load_pretrained(run.config, run.model, local)
     say(report)
-    run.config.model.pretrained_sha256 = digest
 
     def put(array):
         array = np.asarray(array)
         return jax.make_array_from_callback(array.shape, run.replicated, lambda index: array[index])
 
-    return state.replace(
+    state = state.replace(
         params=jax.tree.map(put, variables["params"]),
         batch_stats=jax.tree.map(put, variables.get("batch_stats", {})),
     )
+    return state, digest
 
 
 def _take_workdir(
@@ -212,7 +221,7 @@ def _train(run: Run, workdir: str, stored, changes, forced: bool) -> dict[str, f
     )
     writer = None
     try:
-        start_step, state, data_state, unreadable = _restore_or_init(run, checkpointer)
+        run, start_step, state, data_state, unreadable = _restore_or_init(run, checkpointer)
         _take_workdir(run, workdir, stored, changes, forced, start_step, unreadable, checkpointer)
         data_iter = train_iterator(dataset, config.data, config.batch_size, config.seed)
         if data_state is not None:

@@ -16,17 +16,16 @@ import ml_collections
 
 from segjax.data.errors import DataError
 from segjax.data.folder import SPLITS
-from segjax.errors import ConfigError
-from segjax.losses import LOSSES, loss_options
+from segjax.errors import ConfigError, check_batch_size
+from segjax.losses import DEEP_SUPERVISION_MODES, LOSSES, loss_options
 from segjax.model_config import (
     PRETRAINED_KEYS,
     PRETRAINED_KINDS,
     model_defaults,
     model_from_config,
 )
-from segjax.models.conv_ops import IMPLEMENTATIONS
 from segjax.models.detection import PYRAMIDS
-from segjax.models.factory import ARCHS, DTYPES, INSTANCE_ARCHS
+from segjax.models.factory import INSTANCE_ARCHS
 from segjax.optim import OPTIMIZERS, SCHEDULES
 
 # A rule normalises a value or returns None if it is not allowed; its text says what is.
@@ -143,21 +142,23 @@ def _schema() -> dict[str, Rule]:
         "keep_checkpoints": integer(1),
         "best_metric": text(),  # checked against the dataset's classes in check_with_data
         "eval_split": choice(SPLITS),
-        "deep_supervision_mode": choice(("accurate", "fast")),
-        "model.arch": choice(ARCHS),
-        "model.encoder": text(),  # checked with the arch by create_model
-        "model.dtype": choice(DTYPES),
-        "model.encoder_depth": integer(3, 5),
+        "deep_supervision_mode": choice(DEEP_SUPERVISION_MODES),
+        # create_model's options: their types here, their values (ranges, choices, what goes
+        # with which arch) by the factory alone, which check_config calls (build_model).
+        "model.arch": text(),
+        "model.encoder": text(),
+        "model.dtype": text(),
+        "model.encoder_depth": integer(0),
         "model.decoder_channels": channel_list(),
-        "model.decoder_block": choice(("conv", "ghost")),
-        "model.attention": choice(("", "scse")),
+        "model.decoder_block": text(),
+        "model.attention": text(),
         "model.deep_supervision": boolean(),
         "model.prune_level": integer(0),
         "model.filters": channel_list(),
-        "model.dropout": real(0.0, 1.0, below_high=True),
-        "model.norm": choice(("", "batch")),
+        "model.dropout": real(-math.inf),
+        "model.norm": text(),
         "model.freeze_encoder_bn": boolean(),
-        "model.conv_impl": choice(IMPLEMENTATIONS),
+        "model.conv_impl": text(),
         "model.pretrained": text(),
         "model.pretrained_kind": choice(PRETRAINED_KINDS),
         "model.pretrained_sha256": sha256_digest(),
@@ -199,7 +200,7 @@ def _schema() -> dict[str, Rule]:
         "data.augment.rot90": boolean(),
         "data.augment.color_jitter": real(0.0, 1.0),
     }
-    # Mask R-CNN's options: checked in full by create_model; here by their type.
+    # Mask R-CNN's options: likewise, their types.
     for key, default in model_defaults().items():
         if f"model.{key}" in schema:
             continue
@@ -248,9 +249,12 @@ def _error(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is not valid; it must be {allowed}")
 
 
-def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> None:
-    """Checks every key and the keys that must agree; normalises sizes given as one number to
-    (height, width), in place. Raises ``ConfigError`` naming the first key at fault."""
+def check_config(
+    config: ml_collections.ConfigDict, device_count: int = 1
+) -> ml_collections.ConfigDict:
+    """Checks every key and the keys that must agree, raising ``ConfigError`` naming the first
+    key at fault; returns a normalised copy (sizes given as one number become (height, width)),
+    leaving ``config`` as it was."""
     values = {k: v for k, v in flatten(config).items() if not (isinstance(v, dict) and not v)}
     unknown = sorted(set(values) - set(SCHEMA))
     if unknown:
@@ -269,8 +273,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
         if value is None:
             raise _error(key, values[key], allowed)
         normalised[key] = value
+    config = config.copy_and_resolve_references()
     for key in ("data.image_size", "data.eval_size"):
-        _set(config, key, normalised[key])
+        if normalised[key] != values[key]:
+            _set(config, key, normalised[key])
 
     total, batch = config.total_steps, config.batch_size
     if config.optimizer.warmup_steps >= total:
@@ -278,12 +284,12 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
             f"optimizer.warmup_steps={config.optimizer.warmup_steps} must be less than "
             f"total_steps={total}"
         )
-    unit = config.accumulation_steps * device_count
-    if batch % unit:
-        raise ConfigError(
-            f"batch_size={batch} must be a multiple of accumulation_steps x devices "
-            f"({config.accumulation_steps} x {device_count} = {unit})"
-        )
+    check_batch_size(
+        batch,
+        config.accumulation_steps * device_count,
+        f"accumulation_steps x devices ({config.accumulation_steps} x {device_count})",
+        ConfigError,
+    )
     fractions = normalised["data.split_fractions"]
     if abs(sum(fractions) - 1) > 1e-6:
         raise ConfigError(
@@ -332,6 +338,7 @@ def check_config(config: ml_collections.ConfigDict, device_count: int = 1) -> No
             "loss.weights.binary_cross_entropy needs a model with one output channel; segjax "
             "models have one per class (at least 2): use loss.weights.cross_entropy"
         )
+    return config
 
 
 def _set(config: ml_collections.ConfigDict, key: str, value: Any) -> None:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from segjax.data.augment import statistics
 
 PALETTE = np.array(
     [
@@ -34,8 +34,7 @@ def colourise(label: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
 def denormalise(image: np.ndarray, mean=None, std=None) -> np.ndarray:
     """A normalised float image back to uint8 RGB (greyscale repeated)."""
     channels = image.shape[-1]
-    mean = np.asarray(mean or (IMAGENET_MEAN if channels == 3 else [np.mean(IMAGENET_MEAN)]))
-    std = np.asarray(std or (IMAGENET_STD if channels == 3 else [np.mean(IMAGENET_STD)]))
+    mean, std = (np.asarray(v) for v in statistics(channels, mean, std))
     out = np.clip((image * std + mean) * 255, 0, 255).astype(np.uint8)
     return np.repeat(out, 3, axis=-1) if channels == 1 else out[..., :3]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import segjax.data  # noqa: F401  (registers the builders)
+import segjax.data.sources  # noqa: F401  (registers the builders)
 from segjax.data import DataError, load_dataset
 from segjax.data.shapes import CLASS_NAMES, ShapesConfig
 from tests.conftest import varied_items, write_folder

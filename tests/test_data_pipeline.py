@@ -181,7 +181,11 @@ def test_full_resolution_eval_batches_images_of_similar_size(tmp_path, tfds_dir,
 def test_eval_rows_divide_among_devices(shapes_small, small_config):
     plan = eval_plan(shapes_small, "test", small_config.data, 8, 1, row_multiple=4)
     assert [b.rows for b in plan] == [8, 8, 8]  # 23 examples: the last batch 7 -> 8 rows
-    with pytest.raises(DataError, match="batch_size=6 must be a multiple of 4"):
+    with pytest.raises(
+        DataError,
+        match=r"batch_size=6 must be a positive multiple of the processes and devices a batch "
+        r"is split over \(4\)",
+    ):
         eval_plan(shapes_small, "test", small_config.data, 6, 1, row_multiple=4)
 
 
@@ -202,7 +206,7 @@ def test_masks_with_unknown_classes_fail_in_the_pipeline(shapes_small, small_con
 
 def test_batch_size_must_divide_among_processes(shapes_small, small_config):
     with pytest.raises(
-        DataError, match="batch_size=9 must be a positive multiple of the process count 2"
+        DataError, match=r"batch_size=9 must be a positive multiple of the process count \(2\)"
     ):
         train_iterator(shapes_small, small_config.data, 9, 0, 0, 2)
 

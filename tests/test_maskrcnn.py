@@ -200,6 +200,39 @@ def test_train_compiles_once_and_eight_devices_match_one(tfds_dir, tmp_path):
     assert all(o["area"] == int((labels == o["id"]).sum()) for o in objects)
     assert os.path.exists(out / "a_overlay.png")
 
+    # evaluate and predict turn the same run's detections into the same objects, --min_area 16
+    # included (it drops objects smaller than that in both): the test split's images through
+    # segjax.predict against the label maps segjax.evaluate scores.
+    from segjax.instances import jit_instances, predict_instances
+    from segjax.runs import restore_for_evaluation
+
+    run_, state, _ = restore_for_evaluation(str(tmp_path / "one"), "best")
+    source = run_.dataset.split("test")
+    fn = jit_instances(run_)
+    by_min_area = {
+        area: {r.name: r.predicted for r in predict_instances(fn, state, run_, "test", None, area)}
+        for area in (1, 16)
+    }
+    test_images = tmp_path / "test_images"
+    test_images.mkdir()
+    for i in range(len(source)):
+        Image.fromarray(source[i]["image"]).save(test_images / f"{source[i]['name']}.png")
+    out16 = tmp_path / "predicted16"
+    predicted = run(
+        [
+            "python", "-m", "segjax.predict", "--workdir", str(tmp_path / "one"),
+            "--input", str(test_images), "--output", str(out16), "--min_area", "16",
+            "--score_threshold", "0",
+        ]
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    for name, expected in by_min_area[16].items():
+        np.testing.assert_array_equal(np.asarray(Image.open(out16 / f"{name}.png")), expected)
+    counts = {
+        a: sum(len(np.unique(m)) - 1 for m in maps.values()) for a, maps in by_min_area.items()
+    }
+    assert counts[16] > 0 and counts[16] < counts[1]  # the flag mattered, and objects remain
+
 
 def test_instance_config_errors_name_the_key(shapes_small, tmp_path, tfds_dir):
     from configs.maskrcnn_unetpp import get_config

@@ -5,10 +5,12 @@ import sys
 
 import pytest
 
+from segjax.cli import parse_size
+from segjax.errors import UserError
 from segjax.models import create_classifier, create_model
 from segjax.models.counting import summarize
 from segjax.models.factory import ENCODERS
-from segjax.models.summary import describe, parse_option, parse_size
+from segjax.models.summary import describe, parse_option
 from tests.model_utils import num_params, variable_shapes
 
 
@@ -58,8 +60,12 @@ def test_options_and_classifier():
     assert "at 64x96x3" in out
     assert "head_1" in out and "head_2" in out and "head_3" not in out
     assert "params: 25,557,032" in describe("classifier", "resnet50", (224, 224))
-    with pytest.raises(ValueError, match="--size='64y'"):
+    with pytest.raises(UserError, match="--size='64y'"):
         parse_size("64y")
+    with pytest.raises(UserError, match="--size='0': height and width must be positive"):
+        parse_size("0", multiple=32)
+    with pytest.raises(UserError, match="must be multiples of 32"):
+        parse_size("48x64", multiple=32)
     with pytest.raises(ValueError, match="expected key=value"):
         parse_option("prune_level")
 

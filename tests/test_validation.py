@@ -48,7 +48,10 @@ def config_with(**values):
         ({"accumulation_steps": 0}, "accumulation_steps=0 is not valid"),
         ({"batch_size": 0}, "batch_size=0 is not valid; it must be an integer >= 1"),
         ({"batch_size": -4}, "batch_size=-4 is not valid"),
-        ({"batch_size": 6, "accumulation_steps": 4}, "batch_size=6 must be a multiple of"),
+        (
+            {"batch_size": 6, "accumulation_steps": 4},
+            "batch_size=6 must be a positive multiple of accumulation_steps x devices",
+        ),
         ({"data__image_size": (-32, 32)}, "data.image_size=(-32, 32) is not valid"),
         ({"data__image_size": (32, 32, 32)}, "data.image_size=(32, 32, 32) is not valid"),
         ({"eval_split": "val"}, "eval_split='val' is not valid; it must be one of ['train',"),
@@ -60,7 +63,12 @@ def config_with(**values):
         ({"data__split_fractions": (0.5, 0.2, 0.2)}, "must sum to 1"),
         ({"data__augment__scale_range": (2.0, 1.0)}, "need low <= high"),
         ({"data__mean": (0.5, 0.5, 0.5)}, "data.mean=(0.5, 0.5, 0.5) and data.std=() must"),
-        ({"model__dropout": 1.0}, "model.dropout=1.0 is not valid"),
+        (
+            {"model__arch": "unet_paper", "model__encoder": "", "model__dropout": 1.0},
+            "model.dropout=1.0 is not valid; it must be in [0, 1)",
+        ),
+        ({"model__dropout": 0.2}, "model: unknown option(s) ['dropout'] for arch 'unet'"),
+        ({"model__encoder_depth": 6}, "model.encoder_depth=6 is not valid; it must be an integer"),
         ({"model__deep_supervision": 1}, "model.deep_supervision=1 is not valid; it must be True"),
         ({"loss__weights__dice": -1.0}, "loss.weights.dice=-1.0 is not valid"),
         ({"loss__options__focal__gamma": -2.0}, "loss.options.focal.gamma=-2.0 is not valid"),
@@ -87,13 +95,14 @@ def test_a_bad_key_is_named_with_what_is_allowed(values, message):
 
 def test_sizes_and_unknown_keys():
     config = config_with(data__image_size=(64,), data__eval_size=48)
-    check_config(config)
-    assert config.data.image_size == (64, 64) and config.data.eval_size == (48, 48)
+    normalised = check_config(config)
+    assert normalised.data.image_size == (64, 64) and normalised.data.eval_size == (48, 48)
+    assert config.data.image_size == (64,) and config.data.eval_size == 48  # left as it was
     config = get_config("smoke")
     config.optimizer.lr = 0.1  # not locked here, as a config file could do it
     with pytest.raises(ConfigError, match="config key 'optimizer.lr' is not known"):
         check_config(config)
-    with pytest.raises(ConfigError, match="batch_size=4 must be a multiple of"):
+    with pytest.raises(ConfigError, match="batch_size=4 must be a positive multiple of"):
         check_config(get_config("smoke"), device_count=8)
 
 

@@ -61,7 +61,7 @@ def study(workdir: str, split: str, splitters: list[Splitter]) -> list[dict]:
     for splitter in splitters:
         results = []
         for index, example, true, foreground in images:
-            labels, scores = label_map(foreground, true.shape, splitter)
+            labels, scores, _ = label_map(foreground, true.shape, splitter)
             results.append(ImageInstances(index, example["name"], true, labels, scores, 0.0))
         metrics, _ = score_instances(results)
         rows.append(

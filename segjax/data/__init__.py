@@ -1,24 +1,31 @@
 """Data: TFDS builders (``segjax_shapes``, ``segjax_folder``), sources and grain pipelines.
 
-Importing this package registers the builders, so ``tfds.builder("segjax_shapes")`` finds them.
+The names below load on first use (PEP 562), so that ``segjax.data.images`` (image files) and
+``segjax.data.augment`` (resizing, normalisation) import without TFDS or grain, as exported-model
+prediction needs. The builders register with TFDS when ``segjax.data.sources`` is imported (by
+``load_dataset``, or ``import segjax.data.sources``), so ``tfds.builder("segjax_shapes")`` finds
+them after that.
 """
 
-from segjax.data.errors import DataError
-from segjax.data.pipeline import (
-    eval_dataset,
-    eval_plan,
-    train_dataset,
-    train_iterator,
-)
-from segjax.data.sources import STANDARD, Dataset, load_dataset
+import importlib
 
-__all__ = [
-    "STANDARD",
-    "DataError",
-    "Dataset",
-    "eval_dataset",
-    "eval_plan",
-    "load_dataset",
-    "train_dataset",
-    "train_iterator",
-]
+_WHERE = {
+    "STANDARD": "segjax.data.sources",
+    "Dataset": "segjax.data.sources",
+    "load_dataset": "segjax.data.sources",
+    "DataError": "segjax.data.errors",
+    "eval_dataset": "segjax.data.pipeline",
+    "eval_plan": "segjax.data.pipeline",
+    "train_dataset": "segjax.data.pipeline",
+    "train_iterator": "segjax.data.pipeline",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'segjax.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

@@ -116,15 +116,22 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     return np.clip(x, 0, 255)
 
 
+def statistics(
+    channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std images are normalised with: the given ones, else ImageNet
+    statistics (their average, repeated, for images that are not RGB)."""
+    if not mean:
+        mean = IMAGENET_MEAN if channels == 3 else (float(np.mean(IMAGENET_MEAN)),) * channels
+    if not std:
+        std = IMAGENET_STD if channels == 3 else (float(np.mean(IMAGENET_STD)),) * channels
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
 def normalize(
     image: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
 ) -> np.ndarray:
-    """(image / 255 - mean) / std per channel; ImageNet statistics by default (their average for
-    images that are not RGB)."""
-    channels = image.shape[-1]
-    if mean is None:
-        mean = IMAGENET_MEAN if channels == 3 else (float(np.mean(IMAGENET_MEAN)),) * channels
-    if std is None:
-        std = IMAGENET_STD if channels == 3 else (float(np.mean(IMAGENET_STD)),) * channels
+    """(image / 255 - mean) / std per channel (``statistics``: ImageNet's by default)."""
+    mean, std = statistics(image.shape[-1], mean, std)
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     return ((image.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)

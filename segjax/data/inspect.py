@@ -52,7 +52,7 @@ def class_frequencies(source, num_classes: int, limit: int) -> np.ndarray:
 
 
 def inspect(config, workdir: str, batches: int, max_examples: int, grid_size: int) -> None:
-    check_config(config)
+    config = check_config(config)
     dataset = load_dataset(config.data)
     print(
         f"dataset {dataset.name}: {dataset.num_classes} classes, ignore label "

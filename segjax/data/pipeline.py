@@ -35,6 +35,7 @@ from segjax.data.errors import DataError
 from segjax.data.images import check_mask_values
 from segjax.data.instances import instance_targets
 from segjax.data.sources import Dataset, SplitSource
+from segjax.errors import check_batch_size
 
 
 def process_layout(
@@ -45,11 +46,7 @@ def process_layout(
         import jax
 
         process_index, process_count = jax.process_index(), jax.process_count()
-    if global_batch_size < 1 or global_batch_size % process_count:
-        raise DataError(
-            f"batch_size={global_batch_size} must be a positive multiple of the "
-            f"process count {process_count}"
-        )
+    check_batch_size(global_batch_size, process_count, "the process count", DataError)
     return global_batch_size // process_count, process_index, process_count
 
 
@@ -255,8 +252,9 @@ def eval_plan(
     else:
         sizes = _example_sizes(source)
     unit = math.lcm(process_count, row_multiple)
-    if global_batch_size % unit:
-        raise DataError(f"batch_size={global_batch_size} must be a multiple of {unit}")
+    check_batch_size(
+        global_batch_size, unit, "the processes and devices a batch is split over", DataError
+    )
     buckets: dict[tuple[int, int], list[int]] = {}
     for position, (height, width) in enumerate(sizes):
         key = (-(-height // SIZE_BUCKET), -(-width // SIZE_BUCKET))

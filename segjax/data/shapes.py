@@ -8,7 +8,7 @@ topmost shape at each pixel, and the instance map (``instances``, PNG bytes) whi
 ``MIN_VISIBLE`` in view, and shapes that overlap differ in colour. Every example is a function
 of (seed, split, index) alone, so two builds with one seed are identical, whatever the machine.
 
-    import segjax.data, tensorflow_datasets as tfds
+    import segjax.data.sources, tensorflow_datasets as tfds
     builder = tfds.builder("segjax_shapes/small", file_format="array_record")
 """
 

@@ -19,18 +19,6 @@ from segjax.models.counting import format_macs, summarize
 from segjax.models.factory import ARCHS, ENCODERS, create_classifier, create_model
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' or '256x320' -> (height, width)."""
-    height, _, width = str(text).lower().partition("x")
-    try:
-        size = int(height), int(width or height)
-    except ValueError:
-        raise ValueError(f"--size={text!r}: expected N or HxW, e.g. 256 or 256x320") from None
-    if min(size) < 1:
-        raise ValueError(f"--size={text!r}: sizes must be positive")
-    return size
-
-
 def parse_option(text: str) -> tuple[str, object]:
     """'key=value' -> (key, the value as a Python literal, else the string)."""
     key, sep, value = text.partition("=")
@@ -94,7 +82,7 @@ def main(argv) -> int:
     cli.positional(argv)
     args = flags.FLAGS
     try:
-        size = parse_size(args.size)
+        size = cli.parse_size(args.size)
         if args.all:
             print(model_table(*size))
             return 0

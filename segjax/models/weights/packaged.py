@@ -23,10 +23,8 @@ import zipfile
 
 import numpy as np
 
+from segjax.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from segjax.models.weights.files import WeightsFileError, read_state_dict, sha256
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
