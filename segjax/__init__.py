@@ -1,5 +1,6 @@
-"""segjax: image segmentation in JAX/Flax."""
+"""segjax: image segmentation in JAX/Flax.
 
-from segjax import xla_flags
-
-xla_flags.apply_defaults()
+Importing segjax changes nothing in the importing program: the command lines
+(``segjax.cli.run``) set segjax's XLA flags (``segjax.xla_flags``) and quieter logs
+(``segjax.logs``) for their own process.
+"""

@@ -11,9 +11,7 @@ says so in one line and tries the next candidate, never starting over silently; 
 reads but holds another model's tree is a ``CheckpointMismatch``, not a fallback.
 """
 
-import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -24,74 +22,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 from segjax.errors import CheckpointError, UserError
-
-
-class _QuietRoutine(logging.Filter):
-    """Drops orbax warnings that are routine here: a save without metrics once a best metric is
-    tracked (most saves come between evaluations, kept by recency, not score), and a manager
-    opened read-only (as evaluation does)."""
-
-    ROUTINE = (
-        "did not provide metrics",
-        "read_only=True",
-        "Given directory is read only",
-        "could not be restored",  # a damaged step, reported in one line by restore_readable
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in self.ROUTINE)
-
-
-class _QuietFailedReads(logging.Filter):
-    """When a damaged step fails to read, orbax's other read tasks of that step fail too, and
-    asyncio logs each one's traceback when it is collected; ``restore_readable`` has reported
-    the step in one line already."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "exception was never retrieved" not in message or not any(
-            text in message for text in ("orbax", "TensorStore", "OCDBT")
-        )
-
-
-# orbax's read coroutines, as named in Python's "coroutine ... was never awaited" warning.
-_UNAWAITED_READS = (
-    r"coroutine '(_read_array_index_and_device_put|_read_and_create_array|async_deserialize"
-    r"|_read_shard)' was never awaited"
-)
-
-
-def _abandoned(value: BaseException | None, where: object = None) -> bool:
-    code = getattr(where, "cr_code", None)
-    return (code is not None and "orbax" in code.co_filename) or (
-        isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
-    )
-
-
-def _quiet_abandoned_reads() -> None:
-    """After a failed restore, the read tasks orbax abandoned end later: in tensorstore's
-    threads, whose callbacks find orbax's event loop closed (printed through sys.excepthook),
-    or when collected (sys.unraisablehook). The hooks drop those, which ``restore_readable``
-    has reported in one line; anything else still reaches the previous hooks."""
-    if getattr(sys.excepthook, "segjax_quiet", False):
-        return
-    previous_except, previous_unraisable = sys.excepthook, sys.unraisablehook
-
-    def excepthook(kind, value, traceback) -> None:
-        if not _abandoned(value):
-            previous_except(kind, value, traceback)
-
-    def unraisablehook(unraisable) -> None:
-        if not _abandoned(unraisable.exc_value, unraisable.object):
-            previous_unraisable(unraisable)
-
-    excepthook.segjax_quiet = True
-    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
-
-
-logging.getLogger("absl").addFilter(_QuietRoutine())
-logging.getLogger("asyncio").addFilter(_QuietFailedReads())
+from segjax.logs import UNAWAITED_READS
 
 
 class CheckpointMismatch(UserError):
@@ -189,7 +120,6 @@ class Checkpointer:
         Raises ``CheckpointMismatch`` if the step holds another tree, or orbax's error if it
         cannot be read."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        _quiet_abandoned_reads()  # before reading: a failed read's echoes come within ms
         try:
             restored = self.manager.restore(
                 step,
@@ -245,7 +175,7 @@ class Checkpointer:
                 raise
             except Exception as error:  # orbax / tensorstore raise many kinds for a bad file
                 # Its abandoned read coroutines may be collected unawaited, at exit even.
-                warnings.filterwarnings("ignore", _UNAWAITED_READS, RuntimeWarning)
+                warnings.filterwarnings("ignore", UNAWAITED_READS, RuntimeWarning)
                 unreadable.append(step)
                 rest = candidates[position + 1 :]
                 say(

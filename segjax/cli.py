@@ -16,12 +16,15 @@ from collections.abc import Callable
 
 from absl import app, flags, logging
 
+from segjax import logs, xla_flags
 from segjax.errors import RunError, UserError
 
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None):
-    """Defines the command's flags, parses them (``parse_flags``) and runs ``main`` under the
-    exit-code rule."""
+    """Sets up the process as a command (segjax's XLA flags, ``segjax.logs``), defines the
+    command's flags, parses them (``parse_flags``) and runs ``main`` under the exit-code rule."""
+    xla_flags.apply_defaults()  # before JAX starts its backends, i.e. before main
+    logs.quiet_routine_messages()
     if define_flags is not None:
         define_flags()
     app.run(lambda argv: sys.exit(guarded(main, argv)), flags_parser=parse_flags)

@@ -54,24 +54,6 @@ STANDARD = {
 }
 
 
-class _QuietTfdsRoutine(logging.Filter):
-    """Drops TFDS warnings that are routine here: OpenCV advice (Pillow decodes), and the custom
-    configuration and missing dataset_info.json of every new folder dataset."""
-
-    ROUTINE = (
-        "OpenCV is not installed",
-        "Using custom data configuration",
-        "has no dataset_info.json",
-    )
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in self.ROUTINE)
-
-
-logging.getLogger("absl").addFilter(_QuietTfdsRoutine())
-
-
 class SplitSource:
     """A TFDS data source seen through the common example format (picklable for grain)."""
 
