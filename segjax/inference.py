@@ -7,19 +7,20 @@ its dataset record (class names, from ``dataset.json``: the data need not be pre
 re-typed. Inputs are zero-padded at the bottom and right to the model's size multiple before the
 jitted forward pass, exactly as the model would pad them itself, so images of similar sizes share
 one compilation.
+
+JAX is imported only by the functions that run a model in JAX (``restore``, ``load_predictor``,
+the StableHLO reader): predicting with an exported ONNX file needs NumPy, Pillow and onnxruntime
+alone (``tests/test_predict.py`` runs it with JAX, grain and TFDS unimportable).
 """
 
 import dataclasses
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from segjax.data.augment import normalize
 from segjax.errors import UserError
-from segjax.losses import head_probabilities
 from segjax.tiling import predict_tiled
 
 TTA_MODES = ("", "flips")
@@ -74,11 +75,16 @@ def restore(workdir: str, which: str = "best") -> Restored:
 
 def inference_function(restored: Restored):
     """images (B, H, W, channels) -> probabilities (B, H, W, classes), jittable."""
+    from segjax.losses import head_probabilities
+
     model, mode = restored.model, restored.config.deep_supervision_mode
     return lambda variables, x: head_probabilities(model.apply(variables, x, train=False), mode)
 
 
 def load_predictor(workdir: str, which: str = "best") -> Predictor:
+    import jax
+    import jax.numpy as jnp
+
     restored = restore(workdir, which)
     forward = jax.jit(inference_function(restored))
     data = restored.config.data

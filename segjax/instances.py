@@ -26,24 +26,17 @@ import numpy as np
 
 from segjax.data.augment import resize
 from segjax.detection import instance_metrics as im
-from segjax.detection.label_maps import SPLITTERS, paste_masks, semantic_instances
+from segjax.detection.label_maps import (
+    SCORE_THRESHOLD,
+    SPLITTERS,
+    Splitter,
+    confident_labels,
+    label_map,
+)
 from segjax.models import is_instance_model
 from segjax.runs import eval_batches
 from segjax.steps import detect_step, foreground_step
 from segjax.validation import INSTANCE_METRICS
-
-MASK_THRESHOLD = 0.5  # a pasted mask's probability that makes a pixel part of the object
-SCORE_THRESHOLD = 0.5  # the least score of an object in a label map (DSB score, predict)
-
-
-@dataclasses.dataclass(frozen=True)
-class Splitter:
-    """How a semantic model's foreground becomes objects (``semantic_instances``)."""
-
-    method: str = "watershed"
-    threshold: float = 0.5
-    min_area: int = 1
-    seed_height: float = 2.0
 
 
 @dataclasses.dataclass
@@ -58,12 +51,6 @@ class ImageInstances:
     def confident(self, threshold: float = SCORE_THRESHOLD) -> np.ndarray:
         """``predicted`` without the objects scoring below ``threshold``."""
         return confident_labels(self.predicted, self.scores, threshold)
-
-
-def confident_labels(labels: np.ndarray, scores: dict[int, float], threshold: float):
-    """A label map without the objects scoring below ``threshold`` (ids unchanged)."""
-    low = [label for label, value in scores.items() if value < threshold]
-    return np.where(np.isin(labels, low), 0, labels) if low else labels
 
 
 def jit_instances(run, splitter: Splitter | None = None):
@@ -112,23 +99,6 @@ def model_outputs(fn, state, run, split: str) -> Iterator[tuple[int, dict, np.nd
             else:
                 mine = outputs[row][: true.shape[0], : true.shape[1]]
             yield int(index), example, true, mine
-
-
-def label_map(
-    outputs, shape: tuple[int, int], splitter: Splitter | None = None, min_area: int = 1
-) -> tuple[np.ndarray, dict[int, float], dict[int, int]]:
-    """(label map, {label: score}, {label: index of its detection}) of one image's model outputs:
-    detections pasted (objects of fewer than ``min_area`` pixels dropped), or, with a
-    ``splitter``, a foreground probability map split into objects (its own ``min_area``; no
-    detection indices). The one way outputs become objects, for evaluate and predict alike."""
-    if splitter is None:
-        return paste_masks(
-            outputs["boxes"], outputs["scores"], outputs["masks"], *shape, MASK_THRESHOLD, min_area
-        )
-    labels, scores = semantic_instances(
-        outputs, splitter.method, splitter.threshold, splitter.min_area, splitter.seed_height
-    )
-    return labels, scores, {}
 
 
 def predict_instances(

@@ -34,11 +34,16 @@ from PIL import Image
 from segjax import cli
 from segjax.data.errors import DataError
 from segjax.data.images import find_inputs, load_image
-from segjax.detection.label_maps import SPLITTERS
+from segjax.detection.label_maps import (
+    SCORE_THRESHOLD,
+    SPLITTERS,
+    Splitter,
+    confident_labels,
+    label_map,
+)
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
-from segjax.instances import SCORE_THRESHOLD, Splitter, confident_labels
 from segjax.reporting import format_duration
 from segjax.visualize import colourise, instance_overlay
 
@@ -193,7 +198,6 @@ def instance_predictor(
 
     from segjax.data.augment import normalize
     from segjax.inference import pad_to, restore
-    from segjax.instances import label_map
     from segjax.losses import head_probabilities
     from segjax.models import is_instance_model
 

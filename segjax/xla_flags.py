@@ -8,8 +8,9 @@ The flag is CPU-only; GPU and TPU ignore it.
 
 Flags only take effect if set before JAX initialises its backends (its first computation), so
 the entry points apply them before any work: ``segjax.cli.run`` (every ``python -m segjax.*``
-command and the benchmarks); importing segjax leaves a program's environment alone. A flag already in ``XLA_FLAGS`` is left as the user
-set it; ``SEGJAX_XLA_DEFAULTS=0`` turns the defaults off. They are applied only under the jaxlib
+command and the benchmarks); importing segjax leaves a program's environment alone. A flag
+already in ``XLA_FLAGS`` is left as the user set it; ``SEGJAX_XLA_DEFAULTS=0`` turns the
+defaults off. They are applied only under the jaxlib
 versions they were measured with (XLA aborts on a flag it does not know).
 """
 

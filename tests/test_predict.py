@@ -281,6 +281,27 @@ def test_predict_with_exported_models_needs_no_workdir(trained, tmp_path):
             assert result.returncode == 0, result.stderr[-3000:]
             masks[source[0]] = np.asarray(Image.open(out / "a.png"))
         assert (masks["--model"] == masks["--workdir"]).mean() > 0.999, fmt
+        if fmt == "onnx":  # deployment needs no JAX: the same masks with JAX made unimportable
+            out = tmp_path / "out_onnx_without_jax"
+            result = run([sys.executable, "-c", WITHOUT_JAX, "--model", str(model), "--input",
+                          str(inputs), "--output", str(out), *tiles])  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), masks["--model"])
+
+
+# segjax.predict run with JAX, grain and TensorFlow Datasets unimportable (any import of them, or
+# of their submodules, raises ImportError).
+WITHOUT_JAX = """
+import importlib.abc, runpy, sys
+BLOCKED = ("jax", "jaxlib", "flax", "optax", "orbax", "grain", "tensorflow_datasets", "tensorflow")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is blocked: predict --model must not need it")
+sys.meta_path.insert(0, Block())
+sys.argv[0] = "segjax.predict"
+runpy.run_module("segjax.predict", run_name="__main__", alter_sys=True)
+"""
 
 
 @pytest.mark.parity

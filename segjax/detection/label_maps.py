@@ -11,10 +11,24 @@ turned into instances, by connected components or by a seeded watershed (seeds: 
 the distance transform, one per nucleus-like blob; every component keeps at least one seed).
 """
 
+import dataclasses
+
 import numpy as np
 from scipy import ndimage
 
 SPLITTERS = ("components", "watershed")
+MASK_THRESHOLD = 0.5  # a pasted mask's probability that makes a pixel part of the object
+SCORE_THRESHOLD = 0.5  # the least score of an object in a label map (DSB score, predict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splitter:
+    """How a semantic model's foreground becomes objects (``semantic_instances``)."""
+
+    method: str = "watershed"
+    threshold: float = 0.5
+    min_area: int = 1
+    seed_height: float = 2.0
 
 
 def _resample(mask: np.ndarray, box, height: int, width: int):
@@ -106,3 +120,26 @@ def semantic_instances(
     sums = np.bincount(components.ravel(), weights=foreground.ravel().astype(np.float64))
     scores = {int(new_ids[v]): float(sums[v] / areas[v]) for v in np.flatnonzero(keep)}
     return new_ids[components], scores
+
+
+def confident_labels(labels: np.ndarray, scores: dict[int, float], threshold: float):
+    """A label map without the objects scoring below ``threshold`` (ids unchanged)."""
+    low = [label for label, value in scores.items() if value < threshold]
+    return np.where(np.isin(labels, low), 0, labels) if low else labels
+
+
+def label_map(
+    outputs, shape: tuple[int, int], splitter: Splitter | None = None, min_area: int = 1
+) -> tuple[np.ndarray, dict[int, float], dict[int, int]]:
+    """(label map, {label: score}, {label: index of its detection}) of one image's model outputs:
+    detections pasted (objects of fewer than ``min_area`` pixels dropped), or, with a
+    ``splitter``, a foreground probability map split into objects (its own ``min_area``; no
+    detection indices). The one way outputs become objects, for evaluate and predict alike."""
+    if splitter is None:
+        return paste_masks(
+            outputs["boxes"], outputs["scores"], outputs["masks"], *shape, MASK_THRESHOLD, min_area
+        )
+    labels, scores = semantic_instances(
+        outputs, splitter.method, splitter.threshold, splitter.min_area, splitter.seed_height
+    )
+    return labels, scores, {}
