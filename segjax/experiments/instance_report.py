@@ -16,7 +16,16 @@ import math
 import os
 
 from segjax.experiments.records import collect, read_speed
-from segjax.experiments.report_parts import budget_line, cell, encoder_family, place_labels
+from segjax.experiments.report_parts import (
+    budget_fields,
+    budget_line,
+    encoder_family,
+    finish_figure,
+    markdown_table,
+    place_labels,
+    speed_fields,
+    write_csv,
+)
 from segjax.model_config import model_from_config
 from segjax.models.counting import summarize
 from segjax.runs import load_config
@@ -105,16 +114,11 @@ def build_rows(experiment, workdir: str) -> list[dict]:
                     "mask_ap75": get("mask_ap75"),
                     "objects": f"{get('predicted_objects_per_image'):.1f} "
                     f"({get('true_objects_per_image'):.1f})",
-                    "train_img_per_sec": speed.get("train_img_per_sec", nan),
-                    "inference_ms": speed.get("inference_ms", nan),
+                    **speed_fields(speed),
                     "eval_ms": get("seconds_per_image") * 1000,
                     "post_ms": get("post_seconds_per_image") * 1000,
                     "device": speed.get("device", ""),
-                    "train_minutes": record["train_seconds"] / 60,
-                    "eval_minutes": record["eval_seconds"] / 60,
-                    "steps": config.total_steps,
-                    "batch_size": config.batch_size,
-                    "image_size": "x".join(str(n) for n in config.data.image_size),
+                    **budget_fields(record, config),
                 }
             )
     return rows
@@ -144,11 +148,8 @@ def markdown(rows: list[dict], experiment) -> str:
         " pasted into a label map, or the watershed / connected components). The semantic rows"
         " of one U-Net share its model, params, speed and training.",
         "",
-        "| " + " | ".join(title for _, title, _ in table) + " |",
-        "|---" + "|---:" * (len(table) - 1) + "|",
+        *markdown_table(rows, table),
     ]
-    for row in rows:
-        lines.append("| " + " | ".join(cell(row[key], fmt) for key, _, fmt in table) + " |")
     lines += ["", "![DSB score against encoder+pyramid GMACs and training speed](results.png)", ""]
     return "\n".join(lines)
 
@@ -196,20 +197,7 @@ def plot(rows: list[dict], path: str, size: int, title: str, split: str) -> None
         plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=f"{f} encoder")
         for f, m in markers.items()
     ]
-    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    import csv
-
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "device"])
-        writer.writeheader()
-        writer.writerows([{k: v for k, v in row.items() if k != "device"} for row in rows])
+    finish_figure(figure, legend, title, path)
 
 
 def write(experiment, workdir: str, out: str) -> list[dict]:

@@ -26,10 +26,15 @@ from segjax.experiments import instance_report, paired
 from segjax.experiments.records import collect, read_speed
 from segjax.experiments.report_parts import (
     MARKERS,
+    budget_fields,
     budget_line,
     cell,
     encoder_family,
+    finish_figure,
+    markdown_table,
     place_labels,
+    speed_fields,
+    write_csv,
 )
 from segjax.experiments.seeds import (
     METRICS,
@@ -99,15 +104,10 @@ def build_rows(experiment, workdir: str) -> list[dict]:
                 "image_miou": record[f"{split}/image_miou"],
                 "image_dice": record[f"{split}/image_dice"],
                 "highlight_iou": highlight,
-                "train_img_per_sec": speed.get("train_img_per_sec", nan),
-                "inference_ms": speed.get("inference_ms", nan),
+                **speed_fields(speed),
                 "device": speed.get("device", ""),
                 "logged_train_img_per_sec": record["train_img_per_sec"],
-                "train_minutes": record["train_seconds"] / 60,
-                "eval_minutes": record["eval_seconds"] / 60,
-                "steps": config.total_steps,
-                "batch_size": config.batch_size,
-                "image_size": "x".join(str(n) for n in config.data.image_size),
+                **budget_fields(record, config),
             }
         )
     return rows
@@ -126,7 +126,6 @@ def columns(experiment) -> list[tuple[str, str, str]]:
 
 def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
     table = columns(experiment)
-    header = [title for _, title, _ in table]
     devices = sorted({row["device"] for row in rows if row["device"]})
     highlight = experiment.highlight_class
     lines = [
@@ -147,25 +146,13 @@ def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
         + "train min: wall time of the training command, compile and the final validation pass"
         " included, on a machine that may have been doing other work.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|---" + "|---:" * (len(header) - 1) + "|",
+        *markdown_table(rows, table),
+        "",
     ]
-    for row in rows:
-        cells = [cell(row[key], fmt) for key, _, fmt in table]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
     if spread:
         lines += seed_table(spread, highlight)
     lines += ["![test mIoU against parameters and MACs](results.png)", ""]
     return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-    rows = [{k: v for k, v in row.items() if k not in ("group", "device")} for row in rows]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def write_seeds_csv(spread: list[dict], path: str) -> None:
@@ -253,11 +240,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
         plt.Line2D([], [], color="tab:grey", marker=m, ls="", label=f"{family} encoder")
         for family, m in markers.items()
     ]
-    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
-    figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    finish_figure(figure, legend, title, path)
 
 
 def curve_metric(experiment) -> str:
@@ -395,7 +378,7 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
     spread = seed_groups(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(rows, experiment, spread))
-    write_csv(rows, os.path.join(out, "results.csv"))
+    write_csv(rows, os.path.join(out, "results.csv"), leave_out=("group", "device"))
     if spread:
         write_seeds_csv(spread, os.path.join(out, "seeds.csv"))
     missing = len(experiment.members) - len(rows)

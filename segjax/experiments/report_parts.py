@@ -1,7 +1,8 @@
 """Parts shared by the sweep reports (``segjax.experiments.report`` for semantic experiments,
-``segjax.experiments.instance_report`` for instance ones): the budget line, table cells, the
-plots' encoder markers and label placement."""
+``segjax.experiments.instance_report`` for instance ones): the row fields every report has, the
+budget line, the Markdown table, the CSV file, and the plots' markers, labels and frame."""
 
+import csv
 import math
 import re
 
@@ -59,3 +60,54 @@ def encoder_family(encoder: str) -> str:
     'efficientnet_lite0' -> 'efficientnet', 'plain' -> 'plain'."""
     match = re.match(r"[a-z]+", encoder)
     return match.group() if match else encoder
+
+
+def speed_fields(speed: dict) -> dict:
+    """A row's speed-phase figures (``speed.json``; NaN where it was not measured)."""
+    nan = float("nan")
+    return {
+        "train_img_per_sec": speed.get("train_img_per_sec", nan),
+        "inference_ms": speed.get("inference_ms", nan),
+    }
+
+
+def budget_fields(record: dict, config) -> dict:
+    """A row's wall times (minutes) and training budget."""
+    return {
+        "train_minutes": record["train_seconds"] / 60,
+        "eval_minutes": record["eval_seconds"] / 60,
+        "steps": config.total_steps,
+        "batch_size": config.batch_size,
+        "image_size": "x".join(str(n) for n in config.data.image_size),
+    }
+
+
+def markdown_table(rows: list[dict], table: list[tuple[str, str, str]]) -> list[str]:
+    """The lines of a Markdown table: ``table`` is (row key, title, format) per column."""
+    lines = [
+        "| " + " | ".join(title for _, title, _ in table) + " |",
+        "|---" + "|---:" * (len(table) - 1) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row[key], fmt) for key, _, fmt in table) + " |")
+    return lines
+
+
+def write_csv(rows: list[dict], path: str, leave_out: tuple[str, ...] = ("device",)) -> None:
+    """The rows as CSV, every field but ``leave_out``, in the rows' key order."""
+    rows = [{k: v for k, v in row.items() if k not in leave_out} for row in rows]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def finish_figure(figure, legend: list, title: str, path: str) -> None:
+    """The reports' frame: the legend in one row below the panels, the title above, saved."""
+    import matplotlib.pyplot as plt
+
+    figure.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
