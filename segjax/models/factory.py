@@ -162,69 +162,112 @@ def create_model(
     conv_impl = _choice("conv_impl", options["conv_impl"], IMPLEMENTATIONS)
     if arch in INSTANCE_ARCHS:
         return _maskrcnn(encoder, num_classes, in_channels, dtype, conv_impl, options)
-    nested = arch.startswith("unetpp")
-
-    if arch.endswith("_paper"):
-        if encoder is not None:
-            raise ValueError(
-                f"arch {arch!r} has its own plain encoder; got encoder={encoder!r}, "
-                "use encoder=None"
-            )
-        filters = tuple(options["filters"])
-        num_levels = len(_channels("filters", filters, len(filters)))
-        if num_levels < 2:
-            raise ValueError(f"filters={filters!r} is not valid; it needs at least 2 levels")
-        dropout = float(options["dropout"])
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
-        norm = _choice("norm", options["norm"], NORMS)
-        prune_level = _prune_level(options, num_levels) if nested else None
-        enc = PlainEncoder(
-            filters, num_levels if prune_level is None else prune_level + 1, norm, dropout, dtype
-        )
-        pad_multiple = 2 ** (num_levels - 1)
-        unit = partial(DoubleConv, norm=norm, dropout=dropout, dtype=dtype)
-        block = partial(DecoderBlock, unit=unit, upsample="transpose", dtype=dtype)
-        head = partial(conv, num_classes, 1, use_bias=True, dtype=dtype)
-        decoder_channels = filters[-2::-1]
-        final_upsample = False
-        freeze_encoder_bn = False
-    else:
-        if encoder not in ENCODERS:
-            raise ValueError(
-                f"encoder={encoder!r} is not valid for arch {arch!r}; choose one of "
-                f"{list(ENCODERS)}"
-            )
-        num_levels = _int_in("encoder_depth", options["encoder_depth"], 3, 5)
-        channels = options["decoder_channels"] or DEFAULT_DECODER_CHANNELS[-num_levels:]
-        decoder_channels = _channels("decoder_channels", channels, num_levels)
-        attention = _choice("attention", options["attention"], ATTENTIONS)
-        decoder_block = _choice("decoder_block", options["decoder_block"], DECODER_BLOCKS)
-        prune_level = _prune_level(options, num_levels) if nested else None
-        encoder_cls, _, kwargs = ENCODERS[encoder]
-        enc = encoder_cls(
-            **kwargs, depth=num_levels if prune_level is None else prune_level + 1, dtype=dtype
-        )
-        unit = (
-            partial(DoubleConv, norm="batch", dtype=dtype)
-            if decoder_block == "conv"
-            else partial(GhostDoubleConv, dtype=dtype)
-        )
-        block = partial(DecoderBlock, unit=unit, attention=attention, dtype=dtype)
-        head = partial(conv, num_classes, 3, use_bias=True, dtype=dtype)
-        final_upsample = True
-        pad_multiple = 2**num_levels
-        freeze_encoder_bn = bool(options["freeze_encoder_bn"])
-
-    deep_supervision = bool(options.get("deep_supervision", False))
-    if nested:
+    build = _paper_parts if arch.endswith("_paper") else _encoder_parts
+    parts = build(arch, encoder, options, dtype)
+    head = partial(conv, num_classes, parts.head_kernel, use_bias=True, dtype=dtype)
+    if arch.startswith("unetpp"):
         decoder = UNetPlusPlusDecoder(
-            decoder_channels, block, head, num_levels, final_upsample, deep_supervision, prune_level
+            parts.decoder_channels,
+            parts.block,
+            head,
+            parts.num_levels,
+            parts.final_upsample,
+            parts.deep_supervision,
+            parts.prune_level,
         )
     else:
-        decoder = UNetDecoder(decoder_channels, block, head, final_upsample)
+        decoder = UNetDecoder(parts.decoder_channels, parts.block, head, parts.final_upsample)
     return SegmentationModel(
-        enc, decoder, in_channels, deep_supervision, pad_multiple, freeze_encoder_bn, conv_impl
+        parts.encoder,
+        decoder,
+        in_channels,
+        parts.deep_supervision,
+        parts.pad_multiple,
+        parts.freeze_encoder_bn,
+        conv_impl,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What a U-Net family's builder decides; ``create_model`` assembles the decoder and head."""
+
+    encoder: nn.Module
+    block: Any  # the decoder block, partially applied
+    decoder_channels: tuple[int, ...]
+    num_levels: int
+    pad_multiple: int
+    final_upsample: bool
+    head_kernel: int
+    freeze_encoder_bn: bool
+    deep_supervision: bool
+    prune_level: int | None
+
+
+def _paper_parts(arch: str, encoder: str | None, options: dict, dtype) -> _Parts:
+    """The paper U-Net / U-Net++: their own plain encoder of ``filters``, transposed-conv
+    upsampling, optional dropout and BatchNorm, a 1x1 head at full resolution."""
+    if encoder is not None:
+        raise ValueError(
+            f"arch {arch!r} has its own plain encoder; got encoder={encoder!r}, use encoder=None"
+        )
+    filters = tuple(options["filters"])
+    num_levels = len(_channels("filters", filters, len(filters)))
+    if num_levels < 2:
+        raise ValueError(f"filters={filters!r} is not valid; it needs at least 2 levels")
+    dropout = float(options["dropout"])
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} is not valid; it must be in [0, 1)")
+    norm = _choice("norm", options["norm"], NORMS)
+    prune_level = _prune_level(options, num_levels) if arch.startswith("unetpp") else None
+    depth = num_levels if prune_level is None else prune_level + 1
+    unit = partial(DoubleConv, norm=norm, dropout=dropout, dtype=dtype)
+    return _Parts(
+        encoder=PlainEncoder(filters, depth, norm, dropout, dtype),
+        block=partial(DecoderBlock, unit=unit, upsample="transpose", dtype=dtype),
+        decoder_channels=filters[-2::-1],
+        num_levels=num_levels,
+        pad_multiple=2 ** (num_levels - 1),
+        final_upsample=False,
+        head_kernel=1,
+        freeze_encoder_bn=False,
+        deep_supervision=bool(options.get("deep_supervision", False)),
+        prune_level=prune_level,
+    )
+
+
+def _encoder_parts(arch: str, encoder: str | None, options: dict, dtype) -> _Parts:
+    """U-Net / U-Net++ on one of ``ENCODERS`` (smp's layout): ``encoder_depth`` levels,
+    nearest-neighbour upsampling, conv or Ghost decoder blocks, optional scSE, a 3x3 head after
+    a last upsampling to the input's size."""
+    if encoder not in ENCODERS:
+        raise ValueError(
+            f"encoder={encoder!r} is not valid for arch {arch!r}; choose one of {list(ENCODERS)}"
+        )
+    num_levels = _int_in("encoder_depth", options["encoder_depth"], 3, 5)
+    channels = options["decoder_channels"] or DEFAULT_DECODER_CHANNELS[-num_levels:]
+    decoder_channels = _channels("decoder_channels", channels, num_levels)
+    attention = _choice("attention", options["attention"], ATTENTIONS)
+    decoder_block = _choice("decoder_block", options["decoder_block"], DECODER_BLOCKS)
+    prune_level = _prune_level(options, num_levels) if arch.startswith("unetpp") else None
+    encoder_cls, _, kwargs = ENCODERS[encoder]
+    depth = num_levels if prune_level is None else prune_level + 1
+    unit = (
+        partial(DoubleConv, norm="batch", dtype=dtype)
+        if decoder_block == "conv"
+        else partial(GhostDoubleConv, dtype=dtype)
+    )
+    return _Parts(
+        encoder=encoder_cls(**kwargs, depth=depth, dtype=dtype),
+        block=partial(DecoderBlock, unit=unit, attention=attention, dtype=dtype),
+        decoder_channels=decoder_channels,
+        num_levels=num_levels,
+        pad_multiple=2**num_levels,
+        final_upsample=True,
+        head_kernel=3,
+        freeze_encoder_bn=bool(options["freeze_encoder_bn"]),
+        deep_supervision=bool(options.get("deep_supervision", False)),
+        prune_level=prune_level,
     )
 
 
