@@ -9,6 +9,7 @@ checkpoint, an I/O error); 130 interrupted by Ctrl-C before any work could be sa
 exception is a bug: its traceback is printed, then the one-line summary, exit 1.
 """
 
+import ast
 import os
 import sys
 import traceback
@@ -73,6 +74,17 @@ def parse_size(text: str, multiple: int = 1, flag: str = "--size") -> tuple[int,
     if size[0] % multiple or size[1] % multiple:
         raise UserError(f"{flag}={text!r}: height and width must be multiples of {multiple}")
     return size
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """'key=value' -> (key, the value as a Python literal, else the string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"--option {text!r}: expected key=value, e.g. prune_level=2")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def require(*names: str) -> None:

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 def run_inspect(*args):
     return subprocess.run(
-        [sys.executable, "-m", "segjax.data.inspect", *args],
+        [sys.executable, "-m", "segjax.inspect_data", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

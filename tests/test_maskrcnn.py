@@ -213,10 +213,15 @@ def test_train_compiles_once_and_eight_devices_match_one(tfds_dir, tmp_path):
         area: {r.name: r.predicted for r in predict_instances(fn, state, run_, "test", None, area)}
         for area in (1, 16)
     }
+    from segjax.data.augment import resize
+
+    # The images as evaluate sees them: the smoke config scores at data.eval_size (32x32).
+    eval_size = tuple(run_.config.data.eval_size)
     test_images = tmp_path / "test_images"
     test_images.mkdir()
     for i in range(len(source)):
-        Image.fromarray(source[i]["image"]).save(test_images / f"{source[i]['name']}.png")
+        image = resize(source[i]["image"], source[i]["mask"], eval_size)[0]
+        Image.fromarray(image).save(test_images / f"{source[i]['name']}.png")
     out16 = tmp_path / "predicted16"
     predicted = run(
         [

@@ -308,7 +308,7 @@ def test_ghost_decoder_has_no_smp_equivalent():
 
 
 def convert(*arguments):
-    return run([sys.executable, "-m", "segjax.models.convert", *map(str, arguments)])
+    return run([sys.executable, "-m", "segjax.convert", *map(str, arguments)])
 
 
 @pytest.mark.slow

@@ -108,7 +108,7 @@ def test_command_writes_files_that_fill_a_unet_encoder(tmp_path):
     assert metadata["mean"] == "0.5,0.5,0.5" and metadata["layout"] == "timm"
     assert "blocks.6.0.conv_pwl.weight" in tensors and "classifier.weight" in tensors
     result = run(
-        [sys.executable, "-m", "segjax.models.convert", "--from",
+        [sys.executable, "-m", "segjax.convert", "--from",
          str(out / "mobilenet_v2.safetensors"), "--arch", "unet", "--encoder", "mobilenet_v2"]
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -5,12 +5,12 @@ import sys
 
 import pytest
 
-from segjax.cli import parse_size
+from segjax.cli import parse_option, parse_size
 from segjax.errors import UserError
 from segjax.models import create_classifier, create_model
 from segjax.models.counting import summarize
 from segjax.models.factory import ENCODERS
-from segjax.models.summary import describe, parse_option
+from segjax.models.summary import describe
 from tests.model_utils import num_params, variable_shapes
 
 
@@ -66,7 +66,7 @@ def test_options_and_classifier():
         parse_size("0", multiple=32)
     with pytest.raises(UserError, match="must be multiples of 32"):
         parse_size("48x64", multiple=32)
-    with pytest.raises(ValueError, match="expected key=value"):
+    with pytest.raises(UserError, match="expected key=value"):
         parse_option("prune_level")
 
 

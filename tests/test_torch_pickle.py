@@ -185,7 +185,7 @@ def test_bad_files_through_the_convert_command(tmp_path):
     marker = tmp_path / "pwned"
     for name, (path, words) in _bad_files(tmp_path, marker).items():
         result = run(
-            [sys.executable, "-m", "segjax.models.convert", "--from", path, "--arch",
+            [sys.executable, "-m", "segjax.convert", "--from", path, "--arch",
              "classifier", "--encoder", "resnet18"]
         )  # fmt: skip
         assert_one_error_line(result, 2, words)

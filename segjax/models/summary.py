@@ -9,25 +9,12 @@ trainable ones (the ``params`` collection); BatchNorm running statistics are not
     python -m segjax.models.summary --all --size 256      # the README's model table
 """
 
-import ast
-
 from absl import flags
 
 from segjax import cli
 from segjax.errors import UserError
 from segjax.models.counting import format_macs, summarize
 from segjax.models.factory import ARCHS, ENCODERS, create_classifier, create_model
-
-
-def parse_option(text: str) -> tuple[str, object]:
-    """'key=value' -> (key, the value as a Python literal, else the string)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(f"--option {text!r}: expected key=value, e.g. prune_level=2")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def model_table(height: int, width: int) -> str:
@@ -86,7 +73,7 @@ def main(argv) -> int:
         if args.all:
             print(model_table(*size))
             return 0
-        options = dict(parse_option(text) for text in args.option)
+        options = dict(cli.parse_option(text) for text in args.option)
         print(
             describe(
                 args.arch,

@@ -2,17 +2,17 @@
 
 PyTorch -> segjax (a torchvision / timm ImageNet classifier, or an smp Unet / UnetPlusPlus):
 
-    python -m segjax.models.convert --from resnet34.safetensors --arch classifier \\
+    python -m segjax.convert --from resnet34.safetensors --arch classifier \\
         --encoder resnet34 --to resnet34_segjax.safetensors
-    python -m segjax.models.convert --from resnet34.safetensors --arch unet --encoder resnet34
+    python -m segjax.convert --from resnet34.safetensors --arch unet --encoder resnet34
 
 An encoder file into a segmentation arch fills the encoder (``--scope encoder``, the default for
 classifier files). Without ``--to`` the command only checks and reports the mapping.
 
 segjax -> PyTorch (a training workdir's checkpoint, or a file this command wrote):
 
-    python -m segjax.models.convert --from runs/x --to unet_resnet34_smp.safetensors
-    python -m segjax.models.convert --from runs/x --scope encoder --to encoder.safetensors
+    python -m segjax.convert --from runs/x --to unet_resnet34_smp.safetensors
+    python -m segjax.convert --from runs/x --scope encoder --to encoder.safetensors
 
 writes smp's keys for a whole U-Net / U-Net++ on a ResNet (``smp.Unet(...).load_state_dict``),
 or torchvision's / timm's for a classifier or an encoder alone.
@@ -28,7 +28,6 @@ from absl import flags
 from segjax import cli
 from segjax.errors import UserError
 from segjax.models.factory import ARCHS, ENCODERS, create_classifier, create_model
-from segjax.models.summary import parse_option
 from segjax.models.weights import (
     export_state_dict,
     load_weights,
@@ -61,7 +60,7 @@ def zeros_like_model(model, in_channels: int) -> dict:
 def import_torch(source: str, args, tensors: dict) -> str:
     if not args.arch or (args.arch != "classifier" and args.arch not in ARCHS):
         raise UserError(f"--arch={args.arch!r}: choose one of {[*ARCHS, 'classifier']}")
-    options = dict(parse_option(text) for text in args.option)
+    options = dict(cli.parse_option(text) for text in args.option)
     model = build(args.arch, args.encoder, args.num_classes, args.in_channels, options)
     variables, report = load_weights(
         model,
@@ -106,7 +105,7 @@ def _from_segjax_file(source: str, tensors: dict, metadata: dict):
 def _from_workdir(workdir: str, which: str):
     from segjax.runs import restore_for_evaluation
 
-    run, state, step = restore_for_evaluation(workdir, which)
+    run, state, step = restore_for_evaluation(workdir, which, need_data=False)
     variables = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.variables)
     print(f"restored step {step} of {workdir}")
     return run.model, variables

@@ -1,8 +1,8 @@
 """Looks at a config's data: split sizes, class frequencies, pipeline throughput, and a PNG grid of
 augmented image/mask pairs (``WORKDIR/augmentations.png``), i.e. what the model is fed.
 
-    python -m segjax.data.inspect --config configs/default.py --workdir runs/data
-    python -m segjax.data.inspect --config configs/default.py:dsb2018 --workdir runs/dsb \
+    python -m segjax.inspect_data --config configs/default.py --workdir runs/data
+    python -m segjax.inspect_data --config configs/default.py:dsb2018 --workdir runs/dsb \
         --config.data.image_size=256,256
 """
 
