@@ -13,6 +13,10 @@ is the training executable's memory by XLA's own account (arguments, outputs, te
 """
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 
 import jax
 from absl import flags
@@ -21,6 +25,7 @@ from ml_collections import config_flags
 from benchmarks import smp_reference
 from segjax import cli
 from segjax.benchmark import inference_speed, train_speed
+from segjax.errors import RunError
 from segjax.runs import prepare
 
 
@@ -41,6 +46,12 @@ def define_flags() -> None:
         "smp", True, "also run the segmentation_models.pytorch equivalent if installed"
     )
     flags.DEFINE_string("json", None, "write every figure to this JSON file")
+    flags.DEFINE_bool(
+        "isolate",
+        True,
+        "measure each model in a fresh process, so that no thread pool of an earlier "
+        "measurement (the input pipeline's, PyTorch's) runs beside a later one",
+    )
 
 
 def with_model(base, spec: str):
@@ -59,14 +70,18 @@ def name_of(config) -> str:
 
 
 def measure(config, args) -> dict:
+    """One model's figures. Inference is timed first and the input pipeline last, as the
+    pipeline leaves threads behind (and smp's PyTorch its own pool) that would share the CPU
+    with whatever is timed after them in this process."""
     size = (args.inference_size, args.inference_size)
     batches = [int(b) for b in args.inference_batches]
-    row = {"model": name_of(config), "train": train_speed(config, args.warmup, args.repeats)}
-    if args.pipeline:
-        row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
+    row = {"model": name_of(config)}
     row["inference"] = {
         b: inference_speed(config, b, size, args.warmup, args.repeats) for b in batches
     }
+    row["train"] = train_speed(config, args.warmup, args.repeats)
+    if args.pipeline:
+        row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
     why_not = smp_reference.available() if args.smp else "--nosmp"
     why_not = why_not or smp_reference.unsupported(config)
     if why_not:
@@ -146,12 +161,34 @@ def write_rows(path: str | None, rows: list[dict]) -> None:
         print(f"wrote {path}")
 
 
+def measure_isolated(spec: str) -> dict:
+    """``measure`` of one ``--models`` spec in a fresh process: this command again, its flags
+    as given, with that one model (later flags win) and its row written to a scratch file."""
+    with tempfile.TemporaryDirectory(prefix="segjax-speed-") as scratch:
+        path = os.path.join(scratch, "row.json")
+        command = [sys.executable, "-m", "benchmarks.speed", *sys.argv[1:]]
+        command += [f"--models={spec}", f"--json={path}", "--noisolate"]
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if result.returncode != 0:
+            raise RunError(
+                f"measuring {spec} failed:\n{result.stderr.decode(errors='replace')[-3000:]}"
+            )
+        with open(path) as f:
+            row = json.load(f)["rows"][0]
+    for part in (row, row["smp"]):  # JSON made the batch sizes strings
+        if "inference" in part:
+            part["inference"] = {int(b): v for b, v in part["inference"].items()}
+    return row
+
+
 def main(argv) -> int:
     args = flags.FLAGS
     rows = []
-    for config in configs_from_flags(argv):
+    configs = configs_from_flags(argv)
+    for spec, config in zip(args.models or [None], configs, strict=True):
         print(f"measuring {name_of(config)} ...", flush=True)
-        rows.append(measure(config, args))
+        isolated = args.isolate and spec is not None
+        rows.append(measure_isolated(spec) if isolated else measure(config, args))
     print_table(rows, args)
     write_rows(args.json, rows)
     return 0

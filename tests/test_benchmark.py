@@ -63,6 +63,8 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
     assert row["train_pipeline"]["input"] == "pipeline"
     assert set(row["inference"]) == {"1", "2"}
     assert row["inference"]["2"]["image_size"] == [32, 32]
+    # Measured in a fresh process (--isolate, the default with --models): its row came back.
+    assert "measuring unet/resnet18 ..." in result.stdout
 
 
 @pytest.mark.slow
