@@ -106,6 +106,25 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as error:
         sys.exit(fail(describe_flag_error(argv, error), 2))
+    except Exception as error:  # the config file itself: a syntax error, a bad name or import
+        if path is None:
+            raise
+        sys.exit(fail(describe_config_error(path, error), 2))
+
+
+def describe_config_error(path: str, error: Exception) -> str:
+    """``--config PATH: line N: Kind: message`` for an error raised loading a config file, the
+    line being the file's own (the deepest frame in it; a SyntaxError's own line)."""
+    line = error.lineno if isinstance(error, SyntaxError) else None
+    if isinstance(error, SyntaxError):
+        message = error.msg
+    else:
+        message = str(error)
+        for frame, lineno in traceback.walk_tb(error.__traceback__):
+            if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path):
+                line = lineno
+    where = f"line {line}: " if line else ""
+    return f"--config {path}: {where}{type(error).__name__}: {message}"
 
 
 def last_override_wins(argv: list[str]) -> list[str]:

@@ -117,6 +117,28 @@ def test_bad_config_is_a_clear_error(tfds_dir, tmp_path, overrides, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "source,message",
+    [
+        ("def get_config(arg=None)\n    return None\n", "line 1: SyntaxError: expected ':'"),
+        (
+            "def get_config(arg=None):\n    return no_such_name\n",
+            "line 2: NameError: name 'no_such_name' is not defined",
+        ),
+        ("import no_such_module\n", "line 1: ModuleNotFoundError: No module named"),
+    ],
+)
+def test_a_config_file_that_does_not_load_is_one_error_line(tmp_path, source, message):
+    """Issue 25: the file's own error and line, exit 2, and the workdir never created."""
+    config = tmp_path / "x.py"
+    config.write_text(source)
+    result = run(["python", "-m", "segjax.train", "--config", str(config), "--workdir",
+                  str(tmp_path / "run")])  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: --config {config}: {message}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tfds_dir, shapes_small, tmp_path):
     workdir = tmp_path / "run"
     result = run(
