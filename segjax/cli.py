@@ -87,6 +87,21 @@ def parse_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def check_output(path: str, kind: str, flag: str = "--output") -> None:
+    """Refuses, before any slow work, an output that cannot be written: ``kind`` 'file' (not an
+    existing directory, its folder writable or creatable) or 'directory' (not an existing file,
+    itself or its nearest existing parent writable)."""
+    if kind == "file" and os.path.isdir(path):
+        raise UserError(f"{flag}={path}: is a directory; give the file to write")
+    if kind == "directory" and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag}={path}: is a file; give a directory for the outputs")
+    folder = os.path.abspath(path if kind == "directory" else os.path.dirname(path) or ".")
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}={path}: {folder} is not a writable directory")
+
+
 def require(*names: str) -> None:
     """A one-line error for required flags left out."""
     missing = [f"--{name}" for name in names if flags.FLAGS[name].value in (None, "")]

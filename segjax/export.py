@@ -189,6 +189,7 @@ def main(argv) -> int:
         raise UserError("--int8 quantises ONNX models: use it with --format onnx")
     if args.calibration_images < 1:
         raise UserError(f"--calibration_images={args.calibration_images} must be at least 1")
+    cli.check_output(args.output, "file")  # before the model is restored and converted
     restored = restore(args.workdir, args.checkpoint)
     model = restored.config.model
     if is_instance_model(restored.model):

@@ -289,6 +289,7 @@ def main(argv) -> int:
     if args.batch < 1:
         raise UserError(f"--batch={args.batch} must be at least 1")
     paths = find_inputs(args.input)
+    cli.check_output(args.output, "directory")  # before a model is loaded
     if args.workdir and (args.instances or _is_instance_run(args.workdir)):
         if args.tile or args.tta or "probs" in args.save:
             raise UserError(

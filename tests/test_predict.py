@@ -343,6 +343,21 @@ def test_int8_is_refused_for_stablehlo(tmp_path):
     assert_one_error_line(result, 2, "--int8 quantises ONNX models: use it with --format onnx")
 
 
+def test_unusable_outputs_are_refused_before_any_work(tmp_path):
+    """Issue 25: export's --output a directory, predict's --output a file: one error line, no
+    model restored or converted (the workdir here does not even exist), no temporary left."""
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    result = run(export_command(tmp_path / "no_run", "onnx", folder))
+    assert_one_error_line(result, 2, f"--output={folder}: is a directory")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = run([sys.executable, "-m", "segjax.predict", "--workdir", str(tmp_path / "no_run"),
+                  "--input", str(image), "--output", str(image)])  # fmt: skip
+    assert_one_error_line(result, 2, f"--output={image}: is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "existing"]
+
+
 def test_an_exported_model_without_a_usable_sidecar_is_named(tmp_path):
     from segjax.errors import UserError
     from segjax.inference import load_exported
