@@ -268,6 +268,25 @@ def predict_instance_files(run, restored, paths, output: str, saves) -> list[str
     return failed
 
 
+def fitted_overlap(predictor, tile: int, overlap: int, given: bool) -> int:
+    """The tiles' overlap for ``predictor``: an exported model of one input size predicts by
+    tiles of (at most) that size, so the default overlap shrinks to a quarter of it where it
+    would not fit; an ``--overlap`` the user gave that cannot fit is refused."""
+    if not predictor.fixed_size:
+        return overlap
+    size = min(predictor.fixed_size) if not tile else min(tile, *predictor.fixed_size)
+    if overlap < size:
+        return overlap
+    if given:
+        raise UserError(
+            f"--overlap={overlap} must be less than the {size}-pixel tiles of this model (its "
+            f"fixed input size is {predictor.fixed_size[0]}x{predictor.fixed_size[1]}); "
+            f"e.g. --overlap={size // 4}"
+        )
+    print(f"tiles of {size} pixels (the model's input size): overlap {size // 4}", flush=True)
+    return size // 4
+
+
 def _is_instance_run(workdir: str) -> bool:
     from segjax.models import INSTANCE_ARCHS
     from segjax.runs import load_config
@@ -322,7 +341,8 @@ def main(argv) -> int:
         f"{list(predictor.class_names)}",
         flush=True,
     )
-    options = dict(tile=args.tile, overlap=args.overlap, tta=args.tta, batch=args.batch)
+    overlap = fitted_overlap(predictor, args.tile, args.overlap, flags.FLAGS["overlap"].present)
+    options = dict(tile=args.tile, overlap=overlap, tta=args.tta, batch=args.batch)
     failed = predict_files(predictor, paths, args.output, options, set(args.save))
     if failed:
         raise RunError(

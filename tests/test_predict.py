@@ -343,6 +343,22 @@ def test_int8_is_refused_for_stablehlo(tmp_path):
     assert_one_error_line(result, 2, "--int8 quantises ONNX models: use it with --format onnx")
 
 
+def test_the_overlap_fits_an_exported_models_fixed_size():
+    """Issue 25: an ONNX file exported at 64x64 predicts by 64-pixel tiles; the default overlap
+    (64) shrinks to fit, an --overlap the user gave that cannot fit is refused by name."""
+    from segjax.errors import UserError
+    from segjax.inference import Predictor
+    from segjax.predict import fitted_overlap
+
+    fixed = Predictor(None, ("a", "b"), 3, None, None, 32, 0, fixed_size=(64, 64))
+    assert fitted_overlap(fixed, 0, 64, given=False) == 16
+    assert fitted_overlap(fixed, 256, 32, given=True) == 32
+    with pytest.raises(UserError, match="--overlap=64 must be less than the 64-pixel tiles"):
+        fitted_overlap(fixed, 256, 64, given=True)
+    free = Predictor(None, ("a", "b"), 3, None, None, 32, 0)
+    assert fitted_overlap(free, 0, 64, given=False) == 64
+
+
 def test_unusable_outputs_are_refused_before_any_work(tmp_path):
     """Issue 25: export's --output a directory, predict's --output a file: one error line, no
     model restored or converted (the workdir here does not even exist), no temporary left."""
