@@ -16,6 +16,7 @@ probabilities (same argmax as its evaluation), in 'fast' mode its last head's lo
 """
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -225,6 +226,11 @@ def main(argv) -> int:
             "float32_bytes": fp32_size,
         }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    # The sidecar names the model file by its digest, and an old sidecar goes first: a model
+    # and a sidecar of two exports (one of them killed midway) cannot be taken as a pair.
+    info["file_sha256"] = hashlib.sha256(blob).hexdigest()
+    if os.path.exists(args.output + ".json"):
+        os.remove(args.output + ".json")
     write_atomically(args.output, blob)
     write_atomically(args.output + ".json", json.dumps(info, indent=2) + "\n")
     print(

@@ -197,6 +197,16 @@ def load_stablehlo(path: str):
     return exported.call
 
 
+def _sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_exported(path: str) -> Predictor:
     """A ``Predictor`` for a file written by ``segjax.export`` (ONNX through onnxruntime, or
     StableHLO), its preprocessing from the sidecar ``path.json``: no workdir, no dataset."""
@@ -224,6 +234,12 @@ def load_exported(path: str) -> Predictor:
             f"{sidecar}: the export's sidecar is not readable ({error!r}); it is written by "
             "segjax.export beside the model file"
         ) from None
+    digest = info.get("file_sha256")  # sidecars before issue 25 have none
+    if digest and _sha256(path) != digest:
+        raise UserError(
+            f"{path}: its sidecar {sidecar} describes another file (sha256 {digest[:12]}...); "
+            "the two come from different exports: export again"
+        )
     if fmt == "onnx":
         try:
             import onnxruntime
@@ -233,6 +249,14 @@ def load_exported(path: str) -> Predictor:
             ) from None
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
+        shape = session.get_inputs()[0].shape
+        actual = shape[2:] if nchw else shape[1:3]
+        if [int(v) for v in spatial] != list(actual):
+            raise UserError(
+                f"{path}: the model takes {actual[0]}x{actual[1]} inputs but its sidecar "
+                f"{sidecar} says {spatial[0]}x{spatial[1]}; the two come from different "
+                "exports: export again"
+            )
 
         def raw(x):
             return session.run(None, {name: x})[0]

@@ -1,6 +1,7 @@
 """segjax.predict: tiles blended without seams, masks that score as segjax.evaluate scores, and
 unreadable inputs named and skipped."""
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -232,6 +233,15 @@ def test_stablehlo_artifact_gives_the_jax_logits_in_a_fresh_process(trained, tmp
         )
         assert loaded.returncode == 0, loaded.stderr[-3000:]
         assert np.abs(np.load(tmp_path / "y.npy") - np.asarray(forward(x))).max() <= 1e-5
+    # The sidecar names the model file by its sha256 (issue 25): a model file that is not the
+    # one exported beside it (here: changed afterwards) is refused, never run.
+    assert info["file_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    result = run([sys.executable, "-m", "segjax.predict", "--model", str(artifact),
+                  "--input", str(image), "--output", str(tmp_path / "out")])  # fmt: skip
+    assert_one_error_line(result, 2, f"{artifact}: its sidecar {artifact}.json describes another")
 
 
 @pytest.mark.parity
