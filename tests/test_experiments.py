@@ -182,6 +182,43 @@ def test_killed_sweep_reruns_only_the_missing_members(tfds_dir, shapes_small, tm
     assert speed["size"] == 64 and float(rows[0]["inference_ms"]) == speed["inference_ms"]
 
 
+FAILING = """
+from segjax.experiments.spec import Experiment, Member
+
+def get_experiment():
+    common = {"model.encoder": "resnet18", "model.encoder_depth": 3, "total_steps": 2}
+    return Experiment(name="failing", members=[
+        Member("no_data", "configs/resnet_unet.py:smoke",
+               {**common, "data.name": "folder", "data.path": "/no/such/dir"}),
+        Member("good", "configs/resnet_unet.py:smoke", common),
+        BAD
+    ])
+"""
+
+
+def test_bad_members_are_refused_up_front_and_a_failing_member_does_not_stop_the_rest(
+    tfds_dir, shapes_small, tmp_path
+):
+    """Issue 25: every member's config is checked before the first trains (naming the member
+    and the key); a member that fails while running is reported and the others still run."""
+    path = tmp_path / "failing.py"
+    bad = 'Member("bad_key", "configs/resnet_unet.py:smoke", {"model.no_such_key": 1}),'
+    path.write_text(FAILING.replace("BAD", bad))
+    refused = run(runner(path, tmp_path / "refused", tfds_dir, "--nospeed"))
+    assert refused.returncode == 2 and not (tmp_path / "refused").exists()
+    assert "member 'bad_key': --config.model.no_such_key=1: the config has no key" in (
+        refused.stderr
+    )
+    path.write_text(FAILING.replace("BAD", ""))
+    workdir = tmp_path / "sweep"
+    result = run(runner(path, workdir, tfds_dir, "--nospeed"))
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "[1/2] no_data: FAILED" in result.stdout and "[2/2] good: running" in result.stdout
+    assert "1 member(s) failed: no_data" in result.stderr
+    records = json.loads((workdir / "results.json").read_text())
+    assert [r["name"] for r in records] == ["good"]
+
+
 def test_experiment_file_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.py"
     path.write_text("x = 1\n")

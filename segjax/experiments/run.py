@@ -153,7 +153,9 @@ def main(argv) -> int:
         raise UserError(f"--only {unknown}: not members of {path}; they are {names}")
     members = [m for m in experiment.members if not args.only or m.name in args.only]
 
-    start = time.time()
+    if not args.dry_run:
+        check_members(members, extra)
+    start, failed = time.time(), []
     for position, member in enumerate(members, start=1):
         phases = phases_to_run(member, args.workdir, experiment, args.speed)
         header = f"[{position}/{len(members)}] {member.name}"
@@ -171,7 +173,11 @@ def main(argv) -> int:
             "so far)",
             flush=True,
         )
-        run_member(member, args.workdir, experiment, extra, phases)
+        try:
+            run_member(member, args.workdir, experiment, extra, phases)
+        except RunError as error:  # one member's failure does not stop the others
+            print(f"{header}: FAILED: {error}", flush=True)
+            failed.append(f"{member.name} ({error})")
     if args.dry_run:
         return 0
     records = collect(experiment, args.workdir)
@@ -179,7 +185,38 @@ def main(argv) -> int:
     with open(path, "w") as f:
         json.dump(records, f, indent=2)
     print(f"{len(records)}/{len(experiment.members)} members finished; results in {path}")
+    if failed:
+        raise RunError(f"{len(failed)} member(s) failed: " + "; ".join(failed))
     return 0
+
+
+def check_members(members: list[Member], extra: dict) -> None:
+    """Every member's config, loaded as ``segjax.train`` loads it (the file, its variant and the
+    overrides) and checked by ``segjax.validation``, before the first member trains: a bad one is
+    refused up front, naming the member and the key. (Nothing here starts JAX's backends.)"""
+    from absl import flags as absl_flags
+    from ml_collections import config_flags
+
+    from segjax.validation import check_config
+
+    problems = []
+    for member in members:
+        argv = ["run", *member.train_arguments(extra)]
+        values = absl_flags.FlagValues()
+        config_flags.DEFINE_config_file(
+            "config", None, "", flag_values=values, lock_config=True, sys_argv=argv
+        )
+        try:
+            values(argv)
+        except (ValueError, absl_flags.Error, AttributeError, KeyError, TypeError) as error:
+            problems.append(f"member {member.name!r}: {cli.describe_flag_error(argv, error)}")
+            continue
+        try:
+            check_config(values.config)
+        except ValueError as error:  # ConfigError, or the factory's
+            problems.append(f"member {member.name!r}: {error}")
+    if problems:
+        raise UserError("; ".join(problems) + " (no member was run)")
 
 
 if __name__ == "__main__":
