@@ -36,3 +36,11 @@ def load_pretrained(config, model, variables: dict) -> tuple[dict, str, str]:
         return loaded, report, digest
     loaded, summary = load_weights(model, host, tensors, path, scope=kind)
     return loaded, summary.summary(), digest
+
+
+def check_pretrained(config, model, abstract_variables: dict) -> None:
+    """``load_pretrained`` against zeros of the model's shapes (``jax.eval_shape``: nothing
+    initialised), so that a missing, unpinned or unreadable file, or one whose layout does not
+    fill this model, is refused before a run takes its workdir."""
+    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_variables)
+    load_pretrained(config, model, zeros)

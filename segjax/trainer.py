@@ -28,7 +28,7 @@ from segjax.defaults import base_config
 from segjax.errors import TrainingError, WorkdirError
 from segjax.files import write_atomically
 from segjax.models.counting import format_macs, summarize
-from segjax.pretrained import load_pretrained
+from segjax.pretrained import check_pretrained, load_pretrained
 from segjax.reporting import MetricWriter, Progress, describe_metrics, format_duration
 from segjax.runs import Run, dataset_record, jit_train_step, prepare, say
 from segjax.scoring import evaluate, jit_eval_step
@@ -127,6 +127,8 @@ def train_and_evaluate(
     # A second trainer stops here, before loading anything.
     _on_process_zero(lock.refuse_if_held, "use the workdir")
     run = prepare(config)
+    if config.model.pretrained and not _has_checkpoints(workdir):  # a resumed run ignores it
+        check_pretrained(config, run.model, run.abstract_state().variables)
     defaults = workdir_lib.as_json(base_config())
     stored, changes = workdir_lib.check_config(workdir, config, defaults, force_config)
 
@@ -144,6 +146,11 @@ def train_and_evaluate(
         return _train(run, workdir, stored, changes, force_config)
     finally:
         lock.release()  # a no-op where it was not taken (processes other than 0)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+    folder = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
 def _restore_or_init(

@@ -39,12 +39,19 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# Counts, steps and seeds end up in int32 arrays (step counters, PRNG seeds): larger ones would
+# overflow deep inside JAX, so every integer key is at most this.
+INT32_MAX = 2**31 - 1
+
+
 def integer(low: int, high: int | None = None) -> Rule:
     def check(value):
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-        return value if ok and (high is None or value <= high) else None
+        return value if ok and value <= (INT32_MAX if high is None else high) else None
 
-    return check, f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+    if high is None:
+        return check, f"an integer >= {low} (at most {INT32_MAX})"
+    return check, f"an integer in {low}..{high}"
 
 
 def real(low: float, high: float | None = None, below_high: bool = False) -> Rule:

@@ -116,4 +116,12 @@ def test_pinned_digest_that_does_not_match_is_refused(tfds_dir, shapes_small, tm
         )
     )
     assert_one_error_line(result, 2, "model.pretrained_sha256", "the file is not the one")
-    assert not os.path.exists(workdir / "config.json")
+    assert not os.path.exists(workdir)  # refused before the workdir was taken (issue 25)
+    for bad, message in (
+        (tmp_path / "missing.safetensors", "no such file"),
+        (seeded_file(tmp_path, "resnet50"), "resnet"),  # another encoder's layout
+    ):
+        result = run(train_command(tfds_dir, workdir, f"--config.model.pretrained={bad}"))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert message in result.stderr.strip().splitlines()[-1]
+        assert not os.path.exists(workdir)

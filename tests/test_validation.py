@@ -33,6 +33,7 @@ def config_with(**values):
     "values,message",
     [
         ({"log_every_steps": 0}, "log_every_steps=0 is not valid; it must be an integer >= 1"),
+        ({"seed": 10**20}, "seed=100000000000000000000 is not valid; it must be an integer >= 0"),
         ({"model__pretrained_sha256": "abc"}, "model.pretrained_sha256='abc' is not valid"),
         ({"model__pretrained_kind": "head"}, "model.pretrained_kind='head' is not valid"),
         ({"model__conv_impl": "fast"}, "model.conv_impl='fast' is not valid"),
