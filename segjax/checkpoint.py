@@ -11,7 +11,10 @@ says so in one line and tries the next candidate, never starting over silently; 
 reads but holds another model's tree is a ``CheckpointMismatch``, not a fallback.
 """
 
+import contextlib
+import errno
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -106,14 +109,40 @@ class Checkpointer:
         raise UserError(f"--checkpoint={which}: choose best, latest or one of {steps}")
 
     def save(self, step: int, state: Any, data_state: dict, metrics: dict | None = None) -> None:
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
-            ),
-            metrics=metrics,
-            force=True,
-        )
+        with self._disk_full_is_an_error(step):
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+                ),
+                metrics=metrics,
+                force=True,
+            )
+        self._writing = step
+
+    @contextlib.contextmanager
+    def _disk_full_is_an_error(self, step: int | None):
+        """A full disk while writing a step (orbax raises it as RESOURCE_EXHAUSTED, or as an
+        OSError) becomes a ``CheckpointError`` naming the step and the directory; the step's
+        partial temporary directory is removed, the steps written before stay as they were."""
+        try:
+            yield
+        except Exception as error:
+            text = str(error)
+            full = (isinstance(error, OSError) and error.errno == errno.ENOSPC) or any(
+                sign in text for sign in ("RESOURCE_EXHAUSTED", "No space left")
+            )
+            if not full:
+                raise
+            for name in os.listdir(self.directory):
+                if ".orbax-checkpoint-tmp" in name:
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+            which = f"checkpoint {step}" if step is not None else "a checkpoint"
+            raise CheckpointError(
+                f"no space left writing {which} in {self.directory} ({text.splitlines()[0]}); "
+                "the checkpoints written before are intact: free some space and run the same "
+                "command to resume"
+            ) from None
 
     def restore(self, step: int, like: Any) -> tuple[Any, dict]:
         """The state (with ``like``'s structure, dtypes and shardings) and data state at step.
@@ -198,7 +227,8 @@ class Checkpointer:
         return target
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._disk_full_is_an_error(getattr(self, "_writing", None)):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()

@@ -31,7 +31,7 @@ class RunError(Exception):
 
 
 class CheckpointError(RunError):
-    """No checkpoint of a run could be read."""
+    """A checkpoint could not be read (none of a run's) or written (a full disk)."""
 
 
 class TrainingError(RunError):
