@@ -31,7 +31,13 @@ from segjax.files import write_atomically
 from segjax.instances import Splitter, jit_instances, predict_instances, score
 from segjax.models import is_instance_model
 from segjax.reporting import describe_metrics
-from segjax.runs import dataset_record, eval_batches, jit_predict, restore_for_evaluation
+from segjax.runs import (
+    checkpoint_label,
+    dataset_record,
+    eval_batches,
+    jit_predict,
+    restore_for_evaluation,
+)
 from segjax.scoring import jit_eval_step
 from segjax.visualize import colourise, denormalise, instance_overlay, side_by_side
 from segjax.workdir import read_dataset_record, write_dataset_record
@@ -132,6 +138,7 @@ def evaluate_instance_run(
         )
     image_dir = os.path.join(workdir, f"predictions_{split}")
     os.makedirs(image_dir, exist_ok=True)
+    which = checkpoint_label(workdir, which, step)
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source)}
     saved = 0
     for position, method in enumerate(methods or [None]):
@@ -213,6 +220,10 @@ def evaluate_run(
         **metrics_lib.summarize(per_image.sum(axis=0), class_names),
         **metrics_lib.summarize_per_image(per_image, class_names),
     }
+    label = checkpoint_label(workdir, which, step)
+    if label != which:
+        print(f"{workdir} holds no evaluated checkpoint to call best: scoring the latest, {step}")
+    which = label
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source), **results}
     if jax.process_count() == 1:  # each process holds only its own rows' indices
         report["per_image"] = image_records(per_image, np.concatenate(indices), source)

@@ -189,3 +189,20 @@ def restore_for_evaluation(
             checkpointer.candidates(which), run.abstract_state(), say
         )
     return run, state, step
+
+
+def checkpoint_label(workdir: str, which: str, step: int) -> str:
+    """What the restored ``step`` is, for reports: ``which``, except that 'best' of a run whose
+    restored step holds no evaluation (it never evaluated, or not with its best_metric) is
+    labelled 'latest', not as a best that was never measured."""
+    if which != "best":
+        return which
+    config = load_config(workdir)
+    with Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        config.keep_checkpoints,
+        config.best_metric,
+        read_only=True,
+    ) as checkpointer:
+        scored = (checkpointer.metrics(step) or {}).get(config.best_metric) is not None
+    return "best" if scored else "latest"

@@ -139,6 +139,24 @@ def test_a_config_file_that_does_not_load_is_one_error_line(tmp_path, source, me
     assert not (tmp_path / "run").exists()
 
 
+def test_evaluate_calls_a_never_evaluated_checkpoint_latest_not_best(tfds_dir, tmp_path):
+    """Issue 25: a run with no evaluated checkpoint left (killed before its first evaluation;
+    here its evaluated last step removed) is scored at its latest step, labelled so."""
+    import shutil
+
+    workdir = tmp_path / "run"
+    steps = ["--config.total_steps=2", "--config.eval_every_steps=100",
+             "--config.checkpoint_every_steps=1"]  # fmt: skip
+    assert run(train_command(tfds_dir, workdir, *steps)).returncode == 0
+    shutil.rmtree(workdir / "checkpoints" / "2")  # the one evaluated step
+    evaluated = run([sys.executable, "-m", "segjax.evaluate", "--workdir", str(workdir),
+                     "--num_images", "0"])  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads((workdir / "eval_test.json").read_text())
+    assert report["step"] == 1 and report["checkpoint"] == "latest"
+    assert "holds no evaluated checkpoint to call best" in evaluated.stdout
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tfds_dir, shapes_small, tmp_path):
     workdir = tmp_path / "run"
     result = run(
