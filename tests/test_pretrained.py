@@ -164,6 +164,19 @@ def test_missing_tensor_is_named(tmp_path):
         )
 
 
+def test_a_renamed_marking_key_names_the_nearest_layout(tmp_path):
+    """Issue 25: a file that matches no layout because one of its marking keys was renamed
+    says which layout it nearly is and which key it lacks."""
+    tensors, _ = read_state_dict(seeded_file(tmp_path, "resnet18"))
+    tensors["layer1.0.convX.weight"] = tensors.pop("layer1.0.conv1.weight")
+    with pytest.raises(
+        WeightsFileError,
+        match=r"no known layout .*; nearest: torchvision resnet, which has "
+        r"layer1.0.conv1.weight \(missing here\)",
+    ):
+        load_weights(create_classifier("resnet18"), ref.segjax_init("resnet18"), tensors, "x")
+
+
 def test_truncated_safetensors_is_refused(tmp_path):
     path = seeded_file(tmp_path, "resnet18")
     with open(path, "r+b") as file:

@@ -294,13 +294,24 @@ def detect(keys) -> tuple[str, str] | None:
     return _encoder_layout(keys)
 
 
+def _nearest(keys) -> str:
+    """'; nearest: LAYOUT FAMILY, missing KEY' for the layout whose marking keys a state dict
+    holds some of (a renamed or missing key), else ''."""
+    keys = {k.removeprefix("encoder.") for k in keys}
+    for marks, layout, family in _SIGNATURES:
+        missing = [mark for mark in marks if mark not in keys]
+        if len(missing) < len(marks):
+            return f"; nearest: {layout} {family}, which has {', '.join(missing)} (missing here)"
+    return ""
+
+
 def describe_file(tensors: dict[str, np.ndarray]) -> str:
     """What a state dict holds, from its keys and shapes: 'torchvision resnet50' etc."""
     found = detect(tensors)
     if found is None:
         return (
             "no known layout (torchvision ResNet or MobileNetV2, timm GhostNet or "
-            "EfficientNet-Lite, EfficientNet-PyTorch, smp Unet/UnetPlusPlus)"
+            "EfficientNet-Lite, EfficientNet-PyTorch, smp Unet/UnetPlusPlus)" + _nearest(tensors)
         )
     layout, family = found
     prefix = "encoder." if layout == "smp" else ""
