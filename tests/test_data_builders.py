@@ -196,12 +196,15 @@ def test_mask_of_another_size_names_both_files(tmp_path, tfds_dir):
     image, suffix, mask = items["img01"]
     items["img01"] = (image, suffix, mask[:-2])
     root = write_folder(tmp_path / "data", items, splits={"train": ["img00", "img01"]})
+    data_dir = tmp_path / "tfds"  # its own, to see what a failed preparation leaves
     with pytest.raises(
         DataError,
         match=r"img01\.png: mask is 21x29 but image .*img01\.jpg is "
         r"23x29",
     ):
-        load_dataset(data_config(name="folder", path=root, data_dir=tfds_dir, num_classes=2))
+        load_dataset(data_config(name="folder", path=root, data_dir=str(data_dir), num_classes=2))
+    leftovers = [os.path.relpath(d, data_dir) for d, _, _ in os.walk(data_dir)]
+    assert "segjax_folder" not in {p.split(os.sep)[0] for p in leftovers}, leftovers
 
 
 def test_mask_values_outside_the_classes_name_the_file(tmp_path, tfds_dir):

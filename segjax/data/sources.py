@@ -17,6 +17,7 @@ position exact.
 import dataclasses
 import logging
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -115,9 +116,25 @@ class Dataset:
 
 
 def _prepared_builder(builder) -> Any:
-    if not builder.is_prepared():
-        logging.info("preparing %s in %s (once)", builder.name, builder.data_dir)
+    """The builder, prepared once. A preparation that fails (a bad file in a folder dataset)
+    leaves nothing in the TFDS data dir: the folders it created, then empty or incomplete, go."""
+    if builder.is_prepared():
+        return builder
+    logging.info("preparing %s in %s (once)", builder.name, builder.data_dir)
+    version_dir = os.path.abspath(builder.data_dir)
+    dataset_dir = os.path.dirname(os.path.dirname(version_dir))  # <name>/<config>/<version>
+    existed = {d for d in (version_dir, dataset_dir) if os.path.exists(d)}
+    try:
         builder.download_and_prepare(file_format="array_record")
+    except BaseException:
+        parent = os.path.dirname(version_dir)
+        for entry in os.listdir(parent) if os.path.isdir(parent) else []:
+            if entry.startswith("incomplete.") or entry == os.path.basename(version_dir):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        for folder in (parent, dataset_dir):  # the name and config folders, if left empty
+            if folder not in existed and os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        raise
     return builder
 
 
