@@ -23,7 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import smp_reference
-from segjax import cli
+from segjax import cli, validation
 from segjax.benchmark import inference_speed, train_speed
 from segjax.errors import RunError
 from segjax.runs import prepare
@@ -185,6 +185,8 @@ def main(argv) -> int:
     args = flags.FLAGS
     rows = []
     configs = configs_from_flags(argv)
+    for config in configs:  # a bad model fails here in one line, before anything is timed
+        validation.build_model(config, num_classes=1, in_channels=3)
     for spec, config in zip(args.models or [None], configs, strict=True):
         print(f"measuring {name_of(config)} ...", flush=True)
         isolated = args.isolate and spec is not None
