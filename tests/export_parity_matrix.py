@@ -12,7 +12,7 @@ rounding alone exceeds the tolerance); 2 classes, 3 channels. For each
 model: the ONNX file (``segjax.export``'s jax2onnx path, one per input size) run by onnxruntime at
 batch 1 and 3 against the JAX logits (pass: max |diff| <= 1e-4 x max |JAX|), and the StableHLO
 file (one, symbolic sizes) reloaded in a fresh process at every size and batch (pass: max |diff|
-<= 1e-5). Needs the deploy extra. Prints a table; exit 1 if any cell fails.
+<= 1e-5 x max(1, max |JAX|)). Needs the deploy extra. Prints a table; exit 1 if any cell fails.
 """
 
 import argparse
@@ -149,7 +149,10 @@ def main() -> int:
     )
     for row in rows:
         onnx_worst, hlo_worst = max(row["onnx"].values()), max(row["stablehlo"].values())
-        ok = onnx_worst <= 1e-4 and hlo_worst <= 1e-5
+        # StableHLO's symbolic sizes compile to other loops than the JAX function's fixed ones,
+        # so float32 rounding differs in proportion to the logits (1.6e-5 at 8.4 with LLVM
+        # unoptimised, as the tests compile): relative, ten times tighter than ONNX's.
+        ok = onnx_worst <= 1e-4 and hlo_worst <= 1e-5 * max(1.0, row["max_logit"])
         failed += not ok
         print(
             f"| {row['model']} | {onnx_worst:.2e} | {hlo_worst:.2e} | {row['max_logit']:.3g} | "

@@ -13,8 +13,10 @@ def variable_shapes(model, input_shape, **kwargs):
 
 
 def output_shapes(model, input_shape, **kwargs):
-    variables = variable_shapes(model, input_shape)
-    return jax.eval_shape(lambda v: model.apply(v, jnp.zeros(input_shape), **kwargs), variables)
+    """The outputs ``model.apply`` would give, as ShapeDtypeStructs: ``init_with_output`` traces
+    the model once where ``init`` then ``apply`` would trace it twice."""
+    key, x = jax.random.key(0), jnp.zeros(input_shape)
+    return jax.eval_shape(lambda: model.init_with_output(key, x, **kwargs))[0]
 
 
 def num_params(variables) -> int:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from segjax import benchmark
+from tests.cli_utils import FAST_COMPILE
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -25,7 +26,7 @@ def run_cli(module: str, tfds_dir, *flags: str) -> subprocess.CompletedProcess:
         f"--config.data.data_dir={tfds_dir}",
         *flags,
     ]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
 
 
@@ -96,7 +97,7 @@ def test_deploy_benchmark_times_every_exported_runtime(tmp_path):
     command = [sys.executable, "-m", "benchmarks.deploy", "--models", "unet:ghostnet_050",
                "--size", "64", "--batches", "1,2", "--warmup", "1", "--repeats", "2",
                "--calibration", "2", "--nosmp", "--json", str(out)]  # fmt: skip
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = json.loads(out.read_text())["rows"]

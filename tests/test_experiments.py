@@ -18,6 +18,7 @@ from PIL import Image
 from segjax.experiments.spec import Experiment, Member, load_experiment
 from segjax.models import create_model
 from segjax.models.counting import summarize
+from tests.cli_utils import FAST_COMPILE
 
 ROOT = pathlib.Path(__file__).parents[1]
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ def runner(path, workdir, tfds_dir, *flags):
 
 
 def env():
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": FAST_COMPILE}
 
 
 def run(command):

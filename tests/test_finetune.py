@@ -104,6 +104,7 @@ def test_run_starts_from_the_file_freezes_and_resumes_without_it(tfds_dir, shape
     assert "resumed from step 6" in result.stdout and "loaded" not in result.stdout
 
 
+@pytest.mark.slow
 def test_pinned_digest_that_does_not_match_is_refused(tfds_dir, shapes_small, tmp_path):
     weights = seeded_file(tmp_path, "resnet18")
     workdir = tmp_path / "run"

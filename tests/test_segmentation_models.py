@@ -15,7 +15,15 @@ ODD = (2, 67, 71)  # not a multiple of 32: padded to 96x96 inside, cropped back
 MODEL_ENCODERS = sorted(set(ENCODERS) - {"efficientnet_lite0_smp"})
 
 
-@pytest.mark.parametrize("encoder", MODEL_ENCODERS)
+# Real compute for two encoders in the default run; the other encoders' compilations (10-30 s
+# each) in the slow group that .ci/run runs.
+QUICK_ENCODERS = ("resnet18", "mobilenet_v2")
+
+
+@pytest.mark.parametrize(
+    "encoder",
+    [e if e in QUICK_ENCODERS else pytest.param(e, marks=pytest.mark.slow) for e in MODEL_ENCODERS],
+)
 def test_forward_train_and_eval_at_odd_size(encoder):
     """Real compute at 67x71 with 4 input channels and 7 classes: train mode updates the BN
     statistics, eval mode in bfloat16 gives finite float32 logits of the input's size."""
@@ -53,6 +61,7 @@ def test_encoder_depths(encoder, depth):
         assert output_shapes(model, (1, 37, 50, 3)).shape == (1, 37, 50, 2)
 
 
+@pytest.mark.slow
 def test_eval_mode_uses_running_statistics():
     """In eval mode an example's logits do not depend on the rest of its batch."""
     model = create_model("unet", "ghostnet_050", num_classes=3)
@@ -71,6 +80,7 @@ def test_real_init_keeps_float32_params_with_bfloat16_compute():
     assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype("float32")}
 
 
+@pytest.mark.slow
 def test_paper_models_forward_with_dropout():
     """The paper models have dropout: train mode needs a 'dropout' rng and is stochastic, eval
     mode is deterministic."""

@@ -103,6 +103,7 @@ def test_cli_bad_name_is_a_one_line_error():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_model_table_lists_every_model():
     result = subprocess.run(
         [sys.executable, "-m", "segjax.models.summary", "--all", "--size", "64"],

@@ -14,6 +14,7 @@ import pytest
 from segjax import metrics as metrics_lib
 from segjax.data.shapes import CLASS_NAMES
 from tests.cli_utils import (
+    FAST_COMPILE,
     ROOT,
     assert_same_params,
     final_params,
@@ -53,7 +54,7 @@ def test_eight_devices_and_two_processes_match_one_device(tfds_dir, shapes_small
         port = s.getsockname()[1]
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
         "JAX_PLATFORMS": "cpu",
     }
     processes = [
