@@ -179,16 +179,21 @@ def restore_for_evaluation(
     config = load_config(workdir)
     record = None if need_data else workdir_lib.read_dataset_record(workdir)
     run = prepare(config) if record is None else prepare_without_data(config, record)
-    with Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        config.keep_checkpoints,
-        config.best_metric,
-        read_only=True,
-    ) as checkpointer:
+    with read_only_checkpointer(workdir, config) as checkpointer:
         step, state, _, _ = checkpointer.restore_readable(
             checkpointer.candidates(which), run.abstract_state(), say
         )
     return run, state, step
+
+
+def read_only_checkpointer(workdir: str, config) -> Checkpointer:
+    """The run's checkpoints, opened to read (nothing is written or removed)."""
+    return Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        config.keep_checkpoints,
+        config.best_metric,
+        read_only=True,
+    )
 
 
 def checkpoint_label(workdir: str, which: str, step: int) -> str:
@@ -198,11 +203,6 @@ def checkpoint_label(workdir: str, which: str, step: int) -> str:
     if which != "best":
         return which
     config = load_config(workdir)
-    with Checkpointer(
-        os.path.join(workdir, "checkpoints"),
-        config.keep_checkpoints,
-        config.best_metric,
-        read_only=True,
-    ) as checkpointer:
+    with read_only_checkpointer(workdir, config) as checkpointer:
         scored = (checkpointer.metrics(step) or {}).get(config.best_metric) is not None
     return "best" if scored else "latest"
