@@ -109,6 +109,7 @@ class Checkpointer:
         raise UserError(f"--checkpoint={which}: choose best, latest or one of {steps}")
 
     def save(self, step: int, state: Any, data_state: dict, metrics: dict | None = None) -> None:
+        self.wait()  # the step still being written fails under its own number, not this one's
         with self._disk_full_is_an_error(step):
             self.manager.save(
                 step,

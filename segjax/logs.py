@@ -11,14 +11,20 @@ import sys
 
 class _QuietRoutine(logging.Filter):
     """Drops orbax warnings that are routine here: a save without metrics once a best metric is
-    tracked (most saves come between evaluations, kept by recency, not score), and a manager
-    opened read-only (as evaluation does)."""
+    tracked (most saves come between evaluations, kept by recency, not score), a manager
+    opened read-only (as evaluation does), and the echoes of reads and writes that fail."""
 
     ROUTINE = (
         "did not provide metrics",
         "read_only=True",
         "Given directory is read only",
         "could not be restored",  # a damaged step, reported in one line by restore_readable
+        # A failed background write: its exception reaches the thread that waits for the write
+        # (a full disk becomes the Checkpointer's one-line error), so its traceback here is an
+        # echo.
+        "_SignalingThread.run() raised an exception",
+        "in background save thread",
+        "Save Finalize thread (save_finalize) failed",
     )
 
     def filter(self, record: logging.LogRecord) -> bool:
