@@ -6,7 +6,6 @@ size, batch, optimizer (AdamW with the config's learning rate and weight decay) 
 (cross-entropy + Dice); random weights (speed does not depend on them).
 """
 
-from segjax.benchmark import time_calls
 from segjax.models.factory import DEFAULT_DECODER_CHANNELS
 
 ENCODERS = {
@@ -60,7 +59,9 @@ def build(config, num_classes: int, in_channels: int):
     )
 
 
-def train_speed(config, num_classes: int, in_channels: int, warmup: int, repeats: int) -> dict:
+def train_step_call(config, num_classes: int, in_channels: int):
+    """One smp training step (forward, loss, backward, clipping, AdamW) on a fixed batch, and its
+    figures (as ``segjax.benchmark.train_step_call``'s)."""
     import segmentation_models_pytorch as smp
     import torch
 
@@ -84,13 +85,11 @@ def train_speed(config, num_classes: int, in_channels: int, warmup: int, repeats
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm or 1e9)
         optimizer.step()
 
-    result = time_calls(step, warmup, repeats)
-    return {**result, "images_per_s": config.batch_size / (result["median_ms"] / 1000)}
+    return step, {"batch_size": config.batch_size, "image_size": (height, width)}
 
 
-def inference_speed(
-    config, num_classes: int, in_channels: int, batch_size: int, image_size, warmup, repeats
-) -> dict:
+def forward_call(config, num_classes: int, in_channels: int, batch_size: int, image_size):
+    """One smp forward pass in eval mode, and its figures."""
     import torch
 
     model = build(config, num_classes, in_channels).eval()
@@ -100,5 +99,4 @@ def inference_speed(
         with torch.inference_mode():
             model(images)
 
-    result = time_calls(forward, warmup, repeats)
-    return {**result, "images_per_s": batch_size / (result["median_ms"] / 1000)}
+    return forward, {"batch_size": batch_size, "image_size": tuple(image_size)}

@@ -3,12 +3,14 @@
     python -m benchmarks.speed --config configs/resnet_unet.py:dsb2018 \\
         --models unet:resnet34,unet:ghostnet_100 [--json out.json]
 
-For each model, in this one process: training step time with synthetic on-device batches and
-with the real input pipeline (batch ``config.batch_size`` at ``config.data.image_size``), and
-inference latency at batch 1 and 16 at ``--inference_size``. Medians over ``--repeats`` timed
-calls after ``--warmup`` calls (the first compiles). When torch and segmentation_models.pytorch
-are installed (``pip install -e '.[bench]'``) the equivalent smp model runs the same measurements
-right after, and the table shows segjax/smp throughput ratios (> 1: segjax is faster). "XLA MiB"
+For each model, in a fresh process of its own (``--isolate``): training step time with
+synthetic on-device batches and with the real input pipeline (batch ``config.batch_size`` at
+``config.data.image_size``), and inference latency at batch 1 and 16 at ``--inference_size``.
+Medians over ``--repeats`` timed calls after ``--warmup`` calls (the first compiles). When torch
+and segmentation_models.pytorch are installed (``pip install -e '.[bench]'``) the equivalent smp
+model runs the same measurements, its calls alternating with segjax's, and the table shows the
+ratio smp time / segjax time (> 1: segjax is faster), the median over rounds of two calls run
+back to back. "XLA MiB"
 is the training executable's memory by XLA's own account (arguments, outputs, temporaries).
 """
 
@@ -24,9 +26,19 @@ from ml_collections import config_flags
 
 from benchmarks import smp_reference
 from segjax import cli, validation
-from segjax.benchmark import inference_speed, train_speed
+from segjax.benchmark import (
+    forward_call,
+    paired_ratio,
+    time_interleaved,
+    train_speed,
+    train_step_call,
+    with_throughput,
+)
 from segjax.errors import RunError
 from segjax.runs import prepare
+
+# Untimed, after each call: PyTorch's and XLA's worker threads spin a little after a call ends.
+PAUSE_S = 0.05
 
 
 def define_flags() -> None:
@@ -34,7 +46,7 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "models",
         [],
-        "arch[:encoder] pairs to measure in turn, in this one process, each with the config's "
+        "arch[:encoder] pairs to measure in turn, each with the config's "
         "training setup (default: the config's own model), e.g. unet:resnet34,unet:ghostnet_100",
     )
     flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
@@ -70,34 +82,49 @@ def name_of(config) -> str:
 
 
 def measure(config, args) -> dict:
-    """One model's figures. Inference is timed first and the input pipeline last, as the
-    pipeline leaves threads behind (and smp's PyTorch its own pool) that would share the CPU
-    with whatever is timed after them in this process."""
+    """One model's figures. Where smp runs, each of its measurements is interleaved with
+    segjax's (``time_interleaved``: the two calls alternate, round by round) and the ratio is
+    the median of the rounds' quotients, so the machine's speed drifting between two series
+    does not move it. Inference is timed first and the input pipeline last and alone, as the
+    pipeline leaves threads behind that would share the CPU with whatever is timed after it."""
     size = (args.inference_size, args.inference_size)
     batches = [int(b) for b in args.inference_batches]
-    row = {"model": name_of(config)}
-    row["inference"] = {
-        b: inference_speed(config, b, size, args.warmup, args.repeats) for b in batches
-    }
-    row["train"] = train_speed(config, args.warmup, args.repeats)
-    if args.pipeline:
-        row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
+    row = {"model": name_of(config), "inference": {}}
     why_not = smp_reference.available() if args.smp else "--nosmp"
     why_not = why_not or smp_reference.unsupported(config)
     if why_not:
         row["smp"] = {"skipped": why_not}
-        return row
-    run = prepare(config)
-    channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
-    row["smp"] = {
-        "train": smp_reference.train_speed(config, classes, channels, args.warmup, args.repeats),
-        "inference": {
-            b: smp_reference.inference_speed(
-                config, classes, channels, b, size, args.warmup, args.repeats
-            )
-            for b in batches
-        },
-    }
+    else:
+        run = prepare(config)
+        channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
+        row["smp"], row["ratio"] = {"inference": {}}, {"inference": {}}
+
+    def timed(segjax_call, smp_call):
+        """(segjax's series, smp's series or None, their paired ratio or None)."""
+        calls = {"segjax": segjax_call[0]}
+        if smp_call is not None:
+            calls["smp"] = smp_call[0]
+        series = time_interleaved(calls, args.warmup, args.repeats, pause_s=PAUSE_S)
+        ours = with_throughput(series["segjax"], segjax_call[1])
+        if smp_call is None:
+            return ours, None, None
+        theirs = with_throughput(series["smp"], smp_call[1])
+        return ours, theirs, paired_ratio(series["smp"], series["segjax"])
+
+    for b in batches:
+        smp_call = None
+        if not why_not:
+            smp_call = smp_reference.forward_call(config, classes, channels, b, size)
+        ours, theirs, ratio = timed(forward_call(config, b, size), smp_call)
+        row["inference"][b] = ours
+        if theirs is not None:
+            row["smp"]["inference"][b], row["ratio"]["inference"][b] = theirs, ratio
+    smp_call = None if why_not else smp_reference.train_step_call(config, classes, channels)
+    row["train"], theirs, ratio = timed(train_step_call(config), smp_call)
+    if theirs is not None:
+        row["smp"]["train"], row["ratio"]["train"] = theirs, ratio
+    if args.pipeline:
+        row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
     return row
 
 
@@ -123,15 +150,10 @@ def print_table(rows: list[dict], args) -> None:
         if "skipped" in smp:
             cells += ["-", "-"] + ["-"] * (2 * len(batch_cols))
         else:
-            cells += [
-                f"{smp['train']['median_ms']:.0f}",
-                f"{smp['train']['median_ms'] / train['median_ms']:.2f}",
-            ]
+            ratio = row["ratio"]
+            cells += [f"{smp['train']['median_ms']:.0f}", f"{ratio['train']:.2f}"]
             cells += [f"{smp['inference'][b]['median_ms']:.1f}" for b in batch_cols]
-            cells += [
-                f"{smp['inference'][b]['median_ms'] / row['inference'][b]['median_ms']:.2f}"
-                for b in batch_cols
-            ]
+            cells += [f"{ratio['inference'][b]:.2f}" for b in batch_cols]
         print("| " + " | ".join(cells) + " |")
     for row in rows:
         if "skipped" in row["smp"]:
@@ -141,7 +163,8 @@ def print_table(rows: list[dict], args) -> None:
         f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; train batch "
         f"{first['batch_size']} at {first['image_size'][0]}x{first['image_size'][1]}, "
         f"inference at {args.inference_size}x{args.inference_size}; medians of {args.repeats} "
-        f"calls after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: segjax faster)"
+        f"calls after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: segjax faster), "
+        "the median over rounds of the two calls run back to back"
     )
 
 
@@ -175,7 +198,7 @@ def measure_isolated(spec: str) -> dict:
             )
         with open(path) as f:
             row = json.load(f)["rows"][0]
-    for part in (row, row["smp"]):  # JSON made the batch sizes strings
+    for part in (row, row["smp"], row.get("ratio", {})):  # JSON made the batch sizes strings
         if "inference" in part:
             part["inference"] = {int(b): v for b, v in part["inference"].items()}
     return row

@@ -52,20 +52,42 @@ def compile_ahead(jitted, *args) -> tuple[Any, float, dict]:
 def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> dict:
     """Runs ``call`` (which must block until its result is ready) ``warmup + repeats`` times;
     ``ms`` holds the timed calls after warm-up, ``median_ms`` their median."""
+    return time_interleaved({"call": call}, warmup, repeats)["call"]
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]], warmup: int, repeats: int, pause_s: float = 0.0
+) -> dict[str, dict]:
+    """``time_calls`` of several calls in rounds: each round runs every call once, the order
+    reversed every other round, so that the machine's speed drifting over the minutes a series
+    takes (a shared VM's does, by 30% and more) slows each call alike and their ratio holds.
+    ``pause_s`` (untimed) after each call lets the last one's thread pool go idle first."""
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup={warmup} and repeats={repeats} must be at least 1")
-    times = []
-    for _ in range(warmup + repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    measured = [t * 1000 for t in times[warmup:]]
-    return {
-        "first_s": times[0],
-        "ms": measured,
-        "median_ms": statistics.median(measured),
-        "repeats": repeats,
-    }
+    times = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(warmup + repeats):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+            time.sleep(pause_s)
+    results = {}
+    for name, seconds in times.items():
+        measured = [t * 1000 for t in seconds[warmup:]]
+        results[name] = {
+            "first_s": seconds[0],
+            "ms": measured,
+            "median_ms": statistics.median(measured),
+            "repeats": repeats,
+        }
+    return results
+
+
+def paired_ratio(numerator: dict, denominator: dict) -> float:
+    """The median over rounds of one interleaved series' time over the other's: each round's
+    two calls ran back to back, so the machine's drift cancels in each quotient."""
+    return statistics.median(a / b for a, b in zip(numerator["ms"], denominator["ms"], strict=True))
 
 
 def synthetic_batch(run, batch_size: int, num_classes: int, seed: int = 0) -> dict:
@@ -80,10 +102,11 @@ def synthetic_batch(run, batch_size: int, num_classes: int, seed: int = 0) -> di
     return jax.device_put(batch, run.batch_sharding)
 
 
-def train_speed(
-    config: ml_collections.ConfigDict, warmup: int = 2, repeats: int = 5, pipeline: bool = False
-) -> dict:
-    """Training step time of ``config`` at ``config.data.image_size`` and ``config.batch_size``.
+def train_step_call(
+    config: ml_collections.ConfigDict, pipeline: bool = False
+) -> tuple[Callable[[], None], dict]:
+    """One blocking training step of ``config`` at ``config.data.image_size`` and
+    ``config.batch_size``, compiled ahead of time, and the figures of its compilation.
 
     With ``pipeline=False`` the same on-device batch is fed every step (the model and optimizer
     alone); with ``pipeline=True`` each step takes the next batch of the real input pipeline,
@@ -109,27 +132,20 @@ def train_speed(
         state, scalars = compiled(state, next_batch())
         jax.block_until_ready(scalars)
 
-    result = time_calls(step, warmup, repeats)
-    return {
-        **result,
+    return step, {
         "compile_s": compile_s,
         "memory": memory,
-        "images_per_s": config.batch_size / (result["median_ms"] / 1000),
         "batch_size": config.batch_size,
         "image_size": tuple(config.data.image_size),
         "input": "pipeline" if pipeline else "synthetic",
     }
 
 
-def inference_speed(
-    config: ml_collections.ConfigDict,
-    batch_size: int,
-    image_size: tuple[int, int],
-    warmup: int = 2,
-    repeats: int = 5,
-) -> dict:
-    """Forward pass in eval mode (BatchNorm statistics, no dropout) at ``image_size``: the
-    latency of one call at ``batch_size`` and the images per second it implies. Deep-supervised
+def forward_call(
+    config: ml_collections.ConfigDict, batch_size: int, image_size: tuple[int, int]
+) -> tuple[Callable[[], None], dict]:
+    """One blocking forward pass in eval mode (BatchNorm statistics, no dropout) at
+    ``image_size``, compiled ahead of time, and the figures of its compilation. Deep-supervised
     models return every head, as the evaluation's 'accurate' mode needs them."""
     run = prepare(config)
     variables = run.init_state(0).variables
@@ -143,12 +159,38 @@ def inference_speed(
     )
     forward = jax.jit(lambda v, x: run.model.apply(v, x, train=False))
     compiled, compile_s, memory = compile_ahead(forward, variables, images)
-    result = time_calls(lambda: jax.block_until_ready(compiled(variables, images)), warmup, repeats)
-    return {
-        **result,
+
+    def call():
+        jax.block_until_ready(compiled(variables, images))
+
+    return call, {
         "compile_s": compile_s,
         "memory": memory,
-        "images_per_s": batch_size / (result["median_ms"] / 1000),
         "batch_size": batch_size,
         "image_size": tuple(image_size),
     }
+
+
+def with_throughput(timed: dict, figures: dict) -> dict:
+    """A timed series with its call's figures and the images per second of its median."""
+    return {**timed, **figures, "images_per_s": figures["batch_size"] / (timed["median_ms"] / 1000)}
+
+
+def train_speed(
+    config: ml_collections.ConfigDict, warmup: int = 2, repeats: int = 5, pipeline: bool = False
+) -> dict:
+    """Training step time of ``config`` (``train_step_call``), timed alone."""
+    step, figures = train_step_call(config, pipeline)
+    return with_throughput(time_calls(step, warmup, repeats), figures)
+
+
+def inference_speed(
+    config: ml_collections.ConfigDict,
+    batch_size: int,
+    image_size: tuple[int, int],
+    warmup: int = 2,
+    repeats: int = 5,
+) -> dict:
+    """Forward-pass latency of ``config`` at ``batch_size`` (``forward_call``), timed alone."""
+    call, figures = forward_call(config, batch_size, image_size)
+    return with_throughput(time_calls(call, warmup, repeats), figures)

@@ -39,6 +39,19 @@ def test_time_calls_times_the_calls_after_warmup():
         benchmark.time_calls(lambda: None, warmup=1, repeats=0)
 
 
+def test_interleaved_calls_alternate_and_their_ratio_is_paired():
+    """Each round runs every call once, the order reversed every other round; the ratio is the
+    median of the rounds' quotients, so a machine slowing down midway leaves it unchanged."""
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    result = benchmark.time_interleaved(calls, warmup=1, repeats=3)
+    assert "".join(order) == "abbaabba"
+    assert len(result["a"]["ms"]) == len(result["b"]["ms"]) == 3
+    slow_then_fast = {"ms": [300.0, 310.0, 100.0]}  # the machine sped up after two rounds
+    twice_as_slow = {"ms": [600.0, 620.0, 200.0]}
+    assert benchmark.paired_ratio(twice_as_slow, slow_then_fast) == 2.0
+
+
 @pytest.mark.slow
 def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_path):
     out = tmp_path / "speed.json"

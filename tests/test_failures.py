@@ -20,6 +20,7 @@ import types
 import numpy as np
 import pytest
 
+from segjax.models.weights import write_safetensors
 from tests.cli_utils import (
     assert_one_error_line,
     assert_same_params,
@@ -33,6 +34,8 @@ from tests.cli_utils import (
     wait_for,
 )
 from tests.conftest import write_folder
+from tests.pretrained_reference import seeded_state_dict
+from tests.test_pretrained import FIXTURES as PRETRAINED_CASES
 
 pytestmark = pytest.mark.slow
 
@@ -295,6 +298,63 @@ def test_a_bad_value_is_refused_before_anything_is_written(
     result = run(train_command(tfds_dir, reference.workdir, *R, *overrides))
     assert_one_error_line(result, 2, *fragments)
     assert file_hashes(reference.workdir) == before
+
+
+def weights_file(tmp_path, case: str) -> tuple[list[str], str]:
+    """The overrides of issue 25's cases 2 and 3 (a weights file, or a seed, that cannot work)
+    and the fragment its error line must hold."""
+    path = tmp_path / f"{case}.safetensors"
+    tensors = seeded_state_dict(PRETRAINED_CASES["resnet18"]["keys"])
+    if case == "missing":
+        return [f"--config.model.pretrained={path}"], "no such file"
+    if case == "digest":
+        write_safetensors(str(path), tensors, {})
+        sha = "--config.model.pretrained_sha256=" + "0" * 64
+        return [f"--config.model.pretrained={path}", sha], "the file is not the one"
+    if case == "garbage":
+        path.write_bytes(b"not a weights file\n" * 8)
+        return [f"--config.model.pretrained={path}"], f"{path}: not a readable safetensors file"
+    if case == "no_layout":
+        write_safetensors(str(path), {"stem.kernel": np.zeros((3, 3), np.float32)}, {})
+        return [f"--config.model.pretrained={path}"], "holds no known layout"
+    if case == "int32":
+        tensors["layer1.0.conv1.weight"] = tensors["layer1.0.conv1.weight"].astype(np.int32)
+        write_safetensors(str(path), tensors, {})
+        return [f"--config.model.pretrained={path}"], "tensor layer1.0.conv1.weight is int32"
+    assert case == "seed"
+    return ["--config.seed=99999999999999999999"], "seed=99999999999999999999 is not valid"
+
+
+@pytest.mark.parametrize("case", ["missing", "digest", "garbage", "no_layout", "int32", "seed"])
+def test_a_weights_file_or_seed_that_cannot_work_leaves_the_workdir_as_it_was(
+    tfds_dir, tmp_path, case
+):
+    """Issue 25, cases 2 and 3: refused with exit 2 before the model is built or the workdir
+    taken: a new workdir is never created, an existing one (here holding one file of the user's)
+    keeps every byte and gains no file or folder."""
+    overrides, fragment = weights_file(tmp_path, case)
+    result = run(train_command(tfds_dir, tmp_path / "new", *R, *overrides))
+    assert_one_error_line(result, 2, fragment)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "W"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("the user's")
+    before = file_hashes(existing)
+    result = run(train_command(tfds_dir, existing, *R, *overrides))
+    assert_one_error_line(result, 2, fragment)
+    assert file_hashes(existing) == before
+    assert [p.name for p in existing.rglob("*")] == ["notes.txt"]
+
+
+def test_convert_refuses_integer_tensors_and_writes_nothing(tmp_path):
+    """Issue 25, case 3: weights are floating point; an int32 tensor names itself."""
+    overrides, fragment = weights_file(tmp_path, "int32")
+    source = overrides[0].split("=", 1)[1]
+    out = tmp_path / "out.safetensors"
+    result = run(["python", "-m", "segjax.convert", "--from", source, "--arch", "unet",
+                  "--encoder", "resnet18", "--num_classes", "2", "--to", str(out)])  # fmt: skip
+    assert_one_error_line(result, 2, fragment, "not floating point")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int32.safetensors"]
 
 
 def test_an_unwritable_workdir_and_a_workdir_without_checkpoints(reference, tfds_dir, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from segjax.tiling import predict_tiled, tile_starts, tiles
-from tests.cli_utils import assert_one_error_line, run, train_command
+from tests.cli_utils import assert_one_error_line, file_hashes, run, train_command
 
 
 def test_tile_starts_cover_the_axis_and_end_flush():
@@ -297,6 +297,25 @@ def test_predict_with_exported_models_needs_no_workdir(trained, tmp_path):
                           str(inputs), "--output", str(out), *tiles])  # fmt: skip
             assert result.returncode == 0, result.stderr[-3000:]
             np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), masks["--model"])
+            assert_overlap_fits_the_onnx_size(model, inputs, tmp_path)
+
+
+def assert_overlap_fits_the_onnx_size(model, inputs, tmp_path):
+    """Issue 25, case 6: a 32x32 ONNX model with predict's default overlap (64) predicts, the
+    overlap fitted to the model's size; an --overlap given that cannot fit is one error line,
+    exit 2, the output folder untouched."""
+    command = [sys.executable, "-m", "segjax.predict", "--model", str(model), "--input",
+               str(inputs), "--output"]  # fmt: skip
+    result = run([*command, str(tmp_path / "out_default_overlap")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tiles of 32 pixels (the model's input size): overlap 8" in result.stdout
+    out = tmp_path / "out_refused"
+    out.mkdir()
+    (out / "earlier.png").write_bytes(b"kept")
+    before = file_hashes(out)
+    result = run([*command, str(out), "--overlap", "32"])
+    assert_one_error_line(result, 2, "--overlap=32 must be less than the 32-pixel tiles")
+    assert file_hashes(out) == before
 
 
 # segjax.predict run with JAX, grain and TensorFlow Datasets unimportable (any import of them, or
