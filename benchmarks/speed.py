@@ -50,7 +50,13 @@ def define_flags() -> None:
         "training setup (default: the config's own model), e.g. unet:resnet34,unet:ghostnet_100",
     )
     flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
-    flags.DEFINE_integer("repeats", 5, "timed calls; the median is reported")
+    flags.DEFINE_integer("repeats", 5, "timed calls at least; the median is reported")
+    flags.DEFINE_float(
+        "min_seconds",
+        30.0,
+        "with smp: rounds go on past --repeats until the timed ones took this long (at most 200), "
+        "as this 2-core VM's calls scatter by 5-25% from one to the next, quick ones most",
+    )
     flags.DEFINE_integer("inference_size", 256, "square input size for the inference figures")
     flags.DEFINE_list("inference_batches", ["1", "16"], "batch sizes for the inference figures")
     flags.DEFINE_bool("pipeline", True, "also time training with the real input pipeline")
@@ -104,7 +110,9 @@ def measure(config, args) -> dict:
         calls = {"segjax": segjax_call[0]}
         if smp_call is not None:
             calls["smp"] = smp_call[0]
-        series = time_interleaved(calls, args.warmup, args.repeats, pause_s=PAUSE_S)
+        series = time_interleaved(
+            calls, args.warmup, args.repeats, pause_s=PAUSE_S, min_seconds=args.min_seconds
+        )
         ours = with_throughput(series["segjax"], segjax_call[1])
         if smp_call is None:
             return ours, None, None
@@ -163,8 +171,8 @@ def print_table(rows: list[dict], args) -> None:
         f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; train batch "
         f"{first['batch_size']} at {first['image_size'][0]}x{first['image_size'][1]}, "
         f"inference at {args.inference_size}x{args.inference_size}; medians of {args.repeats} "
-        f"calls after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: segjax faster), "
-        "the median over rounds of the two calls run back to back"
+        f"calls or more (--min_seconds) after {args.warmup} warm-up; ratio = smp time / segjax "
+        "time (> 1: segjax faster), the median over rounds of the two calls run back to back"
     )
 
 

@@ -56,22 +56,35 @@ def time_calls(call: Callable[[], object], warmup: int, repeats: int) -> dict:
 
 
 def time_interleaved(
-    calls: dict[str, Callable[[], object]], warmup: int, repeats: int, pause_s: float = 0.0
+    calls: dict[str, Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    pause_s: float = 0.0,
+    min_seconds: float = 0.0,
+    max_repeats: int = 200,
 ) -> dict[str, dict]:
     """``time_calls`` of several calls in rounds: each round runs every call once, the order
     reversed every other round, so that the machine's speed drifting over the minutes a series
     takes (a shared VM's does, by 30% and more) slows each call alike and their ratio holds.
-    ``pause_s`` (untimed) after each call lets the last one's thread pool go idle first."""
+    ``pause_s`` (untimed) after each call lets the last one's thread pool go idle first. Rounds
+    go on past ``repeats`` until the timed ones took ``min_seconds`` (at most ``max_repeats``),
+    so that quick calls, whose times scatter most, are timed many times."""
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup={warmup} and repeats={repeats} must be at least 1")
     times = {name: [] for name in calls}
     names = list(calls)
-    for round_ in range(warmup + repeats):
+    timed_s, round_ = 0.0, 0
+    while round_ < warmup + repeats or (
+        timed_s < min_seconds and round_ < warmup + max(repeats, max_repeats)
+    ):
         for name in names if round_ % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             calls[name]()
-            times[name].append(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            times[name].append(seconds)
+            timed_s += seconds if round_ >= warmup else 0.0
             time.sleep(pause_s)
+        round_ += 1
     results = {}
     for name, seconds in times.items():
         measured = [t * 1000 for t in seconds[warmup:]]
@@ -79,7 +92,7 @@ def time_interleaved(
             "first_s": seconds[0],
             "ms": measured,
             "median_ms": statistics.median(measured),
-            "repeats": repeats,
+            "repeats": len(measured),
         }
     return results
 

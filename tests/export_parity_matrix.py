@@ -3,12 +3,12 @@
     python -m tests.export_parity_matrix [--sizes 64x64,64x96] [--archs ...] [--encoders ...]
 
 Every encoder (ResNet-18/34/50/101, GhostNet 0.5/1.0/1.3, MobileNetV2, EfficientNet-Lite0 in
-both paddings) with U-Net, U-Net++ and U-Net++ with
-deep supervision, and the paper U-Net; random weights (seed 0) with BatchNorm running statistics
-drawn away from their (0, 1) initial values so that they matter (means N(0, 0.2), variances
-U(1, 2): variances below 1 amplify, and through ResNet-101's 100-odd BatchNorms they gave a
-deep-supervised U-Net++ heads with logits of 1e5, which no trained model has, where float32
-rounding alone exceeds the tolerance); 2 classes, 3 channels. For each
+both paddings) with U-Net, U-Net++ and U-Net++ with deep supervision, and the paper U-Net; random
+weights (seed 0: kernels of flax's default variance, 1 / fan-in; biases N(0, 0.1)) with
+BatchNorm running statistics drawn away from their (0, 1) initial values so that they matter
+(means N(0, 0.2), variances U(1, 2): variances below 1 amplify, and through ResNet-101's 100-odd
+BatchNorms they gave a deep-supervised U-Net++ heads with logits of 1e5, which no trained model
+has, where float32 rounding alone exceeds the tolerance); 2 classes, 3 channels. For each
 model: the ONNX file (``segjax.export``'s jax2onnx path, one per input size) run by onnxruntime at
 batch 1 and 3 against the JAX logits (pass: max |diff| <= 1e-4 x max |JAX|), and the StableHLO
 file (one, symbolic sizes) reloaded in a fresh process at every size and batch (pass: max |diff|
@@ -48,15 +48,15 @@ def restored_model(arch: str, encoder: str, seed: int = 0):
     from segjax.defaults import base_config
     from segjax.inference import Restored
     from segjax.validation import build_model
+    from tests.model_utils import random_variables
 
     config = base_config()
     config.model.arch = "unetpp" if arch == "unetpp_ds" else arch
     config.model.encoder = "" if arch == "unet_paper" else encoder
     config.model.deep_supervision = arch == "unetpp_ds"
     model = build_model(config, 2, 3)
-    variables = jax.jit(lambda key: model.init(key, np.zeros((1, 64, 64, 3)), train=False))(
-        jax.random.PRNGKey(seed)
-    )
+    # Filled with NumPy from the traced shapes: compiling a U-Net++'s init took 30 s.
+    variables = random_variables(model, (1, 64, 64, 3), seed, gain=1.0, bias_std=0.1, train=False)
     rng = np.random.default_rng(seed)
 
     def perturb(path, x):

@@ -47,6 +47,12 @@ def test_interleaved_calls_alternate_and_their_ratio_is_paired():
     result = benchmark.time_interleaved(calls, warmup=1, repeats=3)
     assert "".join(order) == "abbaabba"
     assert len(result["a"]["ms"]) == len(result["b"]["ms"]) == 3
+    quick = benchmark.time_interleaved(calls, warmup=1, repeats=2, min_seconds=1e-9, max_repeats=4)
+    assert quick["a"]["repeats"] == 2  # the two rounds took longer than min_seconds
+    slow = benchmark.time_interleaved(
+        {"sleep": lambda: __import__("time").sleep(0.01)}, 1, 2, min_seconds=0.05, max_repeats=9
+    )
+    assert 5 <= slow["sleep"]["repeats"] <= 6  # rounds went on until 50 ms were timed
     slow_then_fast = {"ms": [300.0, 310.0, 100.0]}  # the machine sped up after two rounds
     twice_as_slow = {"ms": [600.0, 620.0, 200.0]}
     assert benchmark.paired_ratio(twice_as_slow, slow_then_fast) == 2.0

@@ -279,7 +279,7 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
         "    return Experiment(name='sweep', kind='instances', size=64, members=[\n"
         "        Member('mrcnn', 'configs/maskrcnn_unetpp.py:smoke', B),\n"
         "        Member('unet_watershed', 'configs/resnet_unet.py:smoke',\n"
-        "               {**B, 'model.encoder': 'resnet18'},\n"
+        "               {**B, 'model.encoder': 'resnet18', 'model.encoder_depth': 3},\n"
         "               eval_flags=('--instances=watershed,components',)),\n"
         "    ])\n"
     )
