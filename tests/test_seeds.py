@@ -40,6 +40,8 @@ def test_only_runs_differing_in_seed_are_grouped():
     assert "IoU (set) |" not in "\n".join(lines).replace("mIoU", "")  # no class, no column
     lines = "\n".join(seed_table([summary], "nucleus"))
     assert "test nucleus IoU (set)" in lines and "| 0.7000 +- 0.1000 [0.6000, 0.8000] |" in lines
+    lines = "\n".join(seed_table([summary], "nucleus", "validation"))  # named after the split
+    assert "validation mIoU (set)" in lines and "test" not in lines
 
 
 def test_no_group_without_repeated_runs():

@@ -3,14 +3,15 @@
     python -m segjax.experiments.report experiments/backbones.py --workdir runs/backbones \\
         [--out experiments/backbones]
 
-For every finished member: test mIoU and Dice pooled over the whole test set and averaged over
-test images, the IoU of the experiment's ``highlight_class`` if it names one, parameters and
-MACs at the experiment's ``size`` (from shapes alone), training images/s and inference latency
-at batch 1 (measured by the runner's speed phase, read from the member's ``speed.json``), and the
-wall times of training and evaluation. The plot puts test mIoU against parameters and against
-MACs, one labelled point per model, coloured by architecture and marked by encoder family.
-Members that differ only in their seed also get a seed-spread table (``seeds.csv`` too), and the
-plot shows them as one point per model: the mean, with a bar from the lowest to the highest seed.
+For every finished member: mIoU and Dice on the experiment's ``eval_split`` (columns named
+after it), pooled over the whole set and averaged over images, the IoU of the experiment's
+``highlight_class`` if it names one, parameters and MACs at the experiment's ``size`` (from
+shapes alone), training images/s and inference latency at batch 1 (measured by the runner's
+speed phase, read from the member's ``speed.json``), and the wall times of training and
+evaluation. The plot puts that mIoU against parameters and against MACs, one labelled point per
+model, coloured by architecture and marked by encoder family. Members that differ only in their
+seed also get a seed-spread table (``seeds.csv`` too), and the plot shows them as one point per
+model: the mean, with a bar from the lowest to the highest seed.
 """
 
 import csv
@@ -54,15 +55,15 @@ COLUMNS = [
     ("name", "model", "{}"),
     ("params", "params", "{:,}"),
     ("gmacs", "GMACs@{size}", "{:.2f}"),
-    ("miou", "test mIoU (set)", "{:.4f}"),
-    ("dice", "test Dice (set)", "{:.4f}"),
-    ("image_miou", "test mIoU (per image)", "{:.4f}"),
-    ("image_dice", "test Dice (per image)", "{:.4f}"),
+    ("miou", "{split} mIoU (set)", "{:.4f}"),
+    ("dice", "{split} Dice (set)", "{:.4f}"),
+    ("image_miou", "{split} mIoU (per image)", "{:.4f}"),
+    ("image_dice", "{split} Dice (per image)", "{:.4f}"),
     ("highlight_iou", "{highlight} IoU (set)", "{:.4f}"),
     ("train_img_per_sec", "train img/s", "{:.1f}"),
     ("inference_ms", "infer ms b1@{size}", "{:.1f}"),
     ("train_minutes", "train min", "{:.1f}"),  # wall: compile and validation included
-    ("eval_minutes", "test eval min", "{:.1f}"),
+    ("eval_minutes", "{split} eval min", "{:.1f}"),
 ]
 
 
@@ -116,7 +117,11 @@ def build_rows(experiment, workdir: str) -> list[dict]:
 def columns(experiment) -> list[tuple[str, str, str]]:
     """The table's (row key, title, format); the highlight column only if the experiment names
     a class."""
-    titles = {"size": experiment.size, "highlight": experiment.highlight_class}
+    titles = {
+        "size": experiment.size,
+        "highlight": experiment.highlight_class,
+        "split": experiment.eval_split,
+    }
     return [
         (key, title.format(**titles), fmt)
         for key, title, fmt in COLUMNS
@@ -150,8 +155,8 @@ def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
         "",
     ]
     if spread:
-        lines += seed_table(spread, highlight)
-    lines += ["![test mIoU against parameters and MACs](results.png)", ""]
+        lines += seed_table(spread, highlight, experiment.eval_split)
+    lines += [f"![{experiment.eval_split} mIoU against parameters and MACs](results.png)", ""]
     return "\n".join(lines)
 
 
@@ -184,7 +189,7 @@ def plotted_points(rows: list[dict], spread: list[dict]) -> list[dict]:
     return points
 
 
-def plot(points: list[dict], path: str, size: int, title: str) -> None:
+def plot(points: list[dict], path: str, size: int, title: str, split: str = "test") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,7 +238,7 @@ def plot(points: list[dict], path: str, size: int, title: str) -> None:
         axis.xaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         axis.set_xlabel(label + " (log scale)")
         axis.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("test mIoU (whole set)")
+    axes[0].set_ylabel(f"{split} mIoU (whole set)")
     legend = [
         plt.Line2D([], [], color=c, marker="o", ls="", label=a) for a, c in colours.items()
     ] + [
@@ -388,6 +393,7 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
         experiment.size,
         f"{experiment.name}: {budget_line(rows)}"
         + (f"; {missing} member{'s' * (missing > 1)} not finished" if missing else ""),
+        experiment.eval_split,
     )
     if experiment.curves:
         write_convergence(experiment, rows, workdir, out)

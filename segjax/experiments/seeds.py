@@ -9,11 +9,11 @@ SEED_SUFFIX = re.compile(r"_seed\d+$")
 
 # (row key, column title) of the metrics summarised over seeds.
 METRICS = [
-    ("miou", "test mIoU (set)"),
-    ("image_miou", "test mIoU (per image)"),
-    ("dice", "test Dice (set)"),
-    ("image_dice", "test Dice (per image)"),
-    ("highlight_iou", "test {highlight} IoU (set)"),  # the experiment's highlighted class
+    ("miou", "{split} mIoU (set)"),
+    ("image_miou", "{split} mIoU (per image)"),
+    ("dice", "{split} Dice (set)"),
+    ("image_dice", "{split} Dice (per image)"),
+    ("highlight_iou", "{split} {highlight} IoU (set)"),  # the experiment's highlighted class
 ]
 SPREAD_FIELDS = ("mean", "sd", "min", "max")
 
@@ -51,10 +51,12 @@ def seed_groups(rows: list[dict]) -> list[dict]:
     return summaries
 
 
-def seed_table(summaries: list[dict], highlight: str | None = None) -> list[str]:
+def seed_table(
+    summaries: list[dict], highlight: str | None = None, split: str = "test"
+) -> list[str]:
     """Markdown lines: mean +- sd [min, max] of each metric, one row per model (the highlighted
     class's IoU when the experiment names one)."""
-    metrics = [(k, t.format(highlight=highlight)) for k, t in METRICS]
+    metrics = [(k, t.format(highlight=highlight, split=split)) for k, t in METRICS]
     metrics = [(k, t) for k, t in metrics if k != "highlight_iou" or highlight]
     header = ["model", "seeds"] + [title for _, title in metrics]
     lines = [
