@@ -10,12 +10,14 @@ Medians over ``--repeats`` timed calls after ``--warmup`` calls (the first compi
 and segmentation_models.pytorch are installed (``pip install -e '.[bench]'``) the equivalent smp
 model runs the same measurements, its calls alternating with segjax's, and the table shows the
 ratio smp time / segjax time (> 1: segjax is faster), the median over rounds of two calls run
-back to back. "XLA MiB"
-is the training executable's memory by XLA's own account (arguments, outputs, temporaries).
+back to back, with its 95% interval; rounds go on until that interval is within ``--precision``
+of the ratio (``--min_seconds`` at least, ``--max_seconds`` at most). "XLA MiB" is the training
+executable's memory by XLA's own account (arguments, outputs, temporaries).
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +30,8 @@ from benchmarks import smp_reference
 from segjax import cli, validation
 from segjax.benchmark import (
     forward_call,
-    paired_ratio,
+    median_interval,
+    paired_quotients,
     time_interleaved,
     train_speed,
     train_step_call,
@@ -52,10 +55,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("warmup", 2, "untimed calls first (the first one compiles)")
     flags.DEFINE_integer("repeats", 5, "timed calls at least; the median is reported")
     flags.DEFINE_float(
-        "min_seconds",
-        30.0,
-        "with smp: rounds go on past --repeats until the timed ones took this long (at most 200), "
-        "as this 2-core VM's calls scatter by 5-25% from one to the next, quick ones most",
+        "precision",
+        0.03,
+        "with smp: rounds go on until the ratio's 95%% interval lies within this fraction of it "
+        "(this 2-core VM's calls scatter by 5-25%% from one to the next, quick ones most)",
+    )
+    flags.DEFINE_float("min_seconds", 10.0, "with smp: time each ratio's rounds this long at least")
+    flags.DEFINE_float(
+        "max_seconds", 300.0, "with smp: stop a ratio's rounds after this long, however precise"
     )
     flags.DEFINE_integer("inference_size", 256, "square input size for the inference figures")
     flags.DEFINE_list("inference_batches", ["1", "16"], "batch sizes for the inference figures")
@@ -87,12 +94,21 @@ def name_of(config) -> str:
     return name + ("/ghost-decoder" if model.decoder_block == "ghost" else "")
 
 
+def precise(quotients: list[float], precision: float) -> bool:
+    """Whether the 95% interval of the quotients' median lies within ``precision`` of it."""
+    if len(quotients) < 6:
+        return False
+    median, (low, high) = statistics.median(quotients), median_interval(quotients)
+    return median * (1 - precision) <= low and high <= median * (1 + precision)
+
+
 def measure(config, args) -> dict:
     """One model's figures. Where smp runs, each of its measurements is interleaved with
     segjax's (``time_interleaved``: the two calls alternate, round by round) and the ratio is
     the median of the rounds' quotients, so the machine's speed drifting between two series
-    does not move it. Inference is timed first and the input pipeline last and alone, as the
-    pipeline leaves threads behind that would share the CPU with whatever is timed after it."""
+    does not move it; rounds go on until that ratio is known to ``--precision``. Inference is
+    timed first and the input pipeline last and alone, as the pipeline leaves threads behind
+    that would share the CPU with whatever is timed after it."""
     size = (args.inference_size, args.inference_size)
     batches = [int(b) for b in args.inference_batches]
     row = {"model": name_of(config), "inference": {}}
@@ -104,35 +120,48 @@ def measure(config, args) -> dict:
         run = prepare(config)
         channels, classes = run.input_shape[-1], max(run.dataset.num_classes, 1)
         row["smp"], row["ratio"] = {"inference": {}}, {"inference": {}}
+        row["ratio_interval"] = {"inference": {}}
 
     def timed(segjax_call, smp_call):
-        """(segjax's series, smp's series or None, their paired ratio or None)."""
-        calls = {"segjax": segjax_call[0]}
-        if smp_call is not None:
-            calls["smp"] = smp_call[0]
-        floor = args.min_seconds if smp_call is not None else 0.0  # a ratio's floor
-        series = time_interleaved(calls, args.warmup, args.repeats, PAUSE_S, floor)
-        ours = with_throughput(series["segjax"], segjax_call[1])
+        """(segjax's series, smp's series or None, their ratio and its interval or None)."""
         if smp_call is None:
-            return ours, None, None
-        theirs = with_throughput(series["smp"], smp_call[1])
-        return ours, theirs, paired_ratio(series["smp"], series["segjax"])
+            series = time_interleaved({"segjax": segjax_call[0]}, args.warmup, args.repeats)
+            return with_throughput(series["segjax"], segjax_call[1]), None, None
+        series = time_interleaved(
+            {"segjax": segjax_call[0], "smp": smp_call[0]},
+            args.warmup,
+            args.repeats,
+            PAUSE_S,
+            args.min_seconds,
+            max_repeats=10_000,
+            enough=lambda ms: precise(paired_quotients(ms["smp"], ms["segjax"]), args.precision),
+            max_seconds=args.max_seconds,
+        )
+        quotients = paired_quotients(series["smp"]["ms"], series["segjax"]["ms"])
+        ratio = (statistics.median(quotients), list(median_interval(quotients)))
+        ours = with_throughput(series["segjax"], segjax_call[1])
+        return ours, with_throughput(series["smp"], smp_call[1]), ratio
 
     for b in batches:
         smp_call = None
         if not why_not:
             smp_call = smp_reference.forward_call(config, classes, channels, b, size)
-        ours, theirs, ratio = timed(forward_call(config, b, size), smp_call)
-        row["inference"][b] = ours
+        row["inference"][b], theirs, ratio = timed(forward_call(config, b, size), smp_call)
         if theirs is not None:
-            row["smp"]["inference"][b], row["ratio"]["inference"][b] = theirs, ratio
+            row["smp"]["inference"][b] = theirs
+            row["ratio"]["inference"][b], row["ratio_interval"]["inference"][b] = ratio
     smp_call = None if why_not else smp_reference.train_step_call(config, classes, channels)
     row["train"], theirs, ratio = timed(train_step_call(config), smp_call)
     if theirs is not None:
-        row["smp"]["train"], row["ratio"]["train"] = theirs, ratio
+        row["smp"]["train"] = theirs
+        row["ratio"]["train"], row["ratio_interval"]["train"] = ratio
     if args.pipeline:
         row["train_pipeline"] = train_speed(config, args.warmup, args.repeats, pipeline=True)
     return row
+
+
+def ratio_cell(ratio: float, interval: list[float]) -> str:
+    return f"{ratio:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def print_table(rows: list[dict], args) -> None:
@@ -157,10 +186,15 @@ def print_table(rows: list[dict], args) -> None:
         if "skipped" in smp:
             cells += ["-", "-"] + ["-"] * (2 * len(batch_cols))
         else:
-            ratio = row["ratio"]
-            cells += [f"{smp['train']['median_ms']:.0f}", f"{ratio['train']:.2f}"]
+            ratio, interval = row["ratio"], row["ratio_interval"]
+            cells += [
+                f"{smp['train']['median_ms']:.0f}",
+                ratio_cell(ratio["train"], interval["train"]),
+            ]
             cells += [f"{smp['inference'][b]['median_ms']:.1f}" for b in batch_cols]
-            cells += [f"{ratio['inference'][b]:.2f}" for b in batch_cols]
+            cells += [
+                ratio_cell(ratio["inference"][b], interval["inference"][b]) for b in batch_cols
+            ]
         print("| " + " | ".join(cells) + " |")
     for row in rows:
         if "skipped" in row["smp"]:
@@ -170,8 +204,9 @@ def print_table(rows: list[dict], args) -> None:
         f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; train batch "
         f"{first['batch_size']} at {first['image_size'][0]}x{first['image_size'][1]}, "
         f"inference at {args.inference_size}x{args.inference_size}; medians of {args.repeats} "
-        f"calls or more (--min_seconds) after {args.warmup} warm-up; ratio = smp time / segjax "
-        "time (> 1: segjax faster), the median over rounds of the two calls run back to back"
+        f"calls or more after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: "
+        "segjax faster), the median over rounds of the two calls run back to back [its 95% "
+        f"interval; rounds went on until within {args.precision:.0%} or {args.max_seconds:.0f} s]"
     )
 
 
@@ -205,7 +240,8 @@ def measure_isolated(spec: str) -> dict:
             )
         with open(path) as f:
             row = json.load(f)["rows"][0]
-    for part in (row, row["smp"], row.get("ratio", {})):  # JSON made the batch sizes strings
+    parts = (row, row["smp"], row.get("ratio", {}), row.get("ratio_interval", {}))
+    for part in parts:  # JSON made the batch sizes strings
         if "inference" in part:
             part["inference"] = {int(b): v for b, v in part["inference"].items()}
     return row

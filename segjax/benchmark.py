@@ -6,6 +6,7 @@ XLA's account of the compiled executable (arguments, outputs and temporaries), p
 ``peak_bytes_in_use`` where JAX reports it (GPU, TPU; not CPU).
 """
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -62,21 +63,35 @@ def time_interleaved(
     pause_s: float = 0.0,
     min_seconds: float = 0.0,
     max_repeats: int = 200,
+    enough: Callable[[dict[str, list[float]]], bool] | None = None,
+    max_seconds: float = float("inf"),
 ) -> dict[str, dict]:
     """``time_calls`` of several calls in rounds: each round runs every call once, the order
     reversed every other round, so that the machine's speed drifting over the minutes a series
     takes (a shared VM's does, by 30% and more) slows each call alike and their ratio holds.
-    ``pause_s`` (untimed) after each call lets the last one's thread pool go idle first. Rounds
-    go on past ``repeats`` until the timed ones took ``min_seconds`` (at most ``max_repeats``),
-    so that quick calls, whose times scatter most, are timed many times."""
+    ``pause_s`` (untimed) after each call lets the last one's thread pool go idle first.
+
+    Rounds go on past ``repeats`` while the timed ones took less than ``min_seconds`` or
+    ``enough`` (given each call's timed milliseconds so far) says no, and stop at
+    ``max_repeats`` timed rounds or ``max_seconds`` timed, whichever comes first."""
     if warmup < 1 or repeats < 1:
         raise ValueError(f"warmup={warmup} and repeats={repeats} must be at least 1")
     times = {name: [] for name in calls}
     names = list(calls)
     timed_s, round_ = 0.0, 0
-    while round_ < warmup + repeats or (
-        timed_s < min_seconds and round_ < warmup + max(repeats, max_repeats)
-    ):
+
+    def more() -> bool:
+        timed_rounds = round_ - warmup
+        if timed_rounds < repeats:
+            return True
+        if timed_rounds >= max(repeats, max_repeats) or timed_s >= max_seconds:
+            return False
+        if timed_s < min_seconds:
+            return True
+        timed = {name: [t * 1000 for t in seconds[warmup:]] for name, seconds in times.items()}
+        return enough is not None and not enough(timed)
+
+    while more():
         for name in names if round_ % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             calls[name]()
@@ -97,10 +112,26 @@ def time_interleaved(
     return results
 
 
+def paired_quotients(numerator: list[float], denominator: list[float]) -> list[float]:
+    """Each round's time of one interleaved series over the other's: the round's two calls ran
+    back to back, so the machine's drift cancels in each quotient."""
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
+
+
 def paired_ratio(numerator: dict, denominator: dict) -> float:
-    """The median over rounds of one interleaved series' time over the other's: each round's
-    two calls ran back to back, so the machine's drift cancels in each quotient."""
-    return statistics.median(a / b for a, b in zip(numerator["ms"], denominator["ms"], strict=True))
+    """The median of ``paired_quotients`` of two ``time_interleaved`` series."""
+    return statistics.median(paired_quotients(numerator["ms"], denominator["ms"]))
+
+
+def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free interval of the median (95% for z = 1.96): the order statistics
+    of ranks n/2 -+ z*sqrt(n)/2 (the binomial count below the median, normally approximated),
+    which needs no assumption about how a VM's call times scatter. The whole range for n < 6."""
+    ordered = sorted(values)
+    n, half = len(ordered), z * math.sqrt(len(ordered)) / 2
+    low = max(math.floor(n / 2 - half) - 1, 0)  # 0-based ranks
+    high = min(math.ceil(n / 2 + half), n - 1)
+    return (ordered[0], ordered[-1]) if n < 6 else (ordered[low], ordered[high])
 
 
 def synthetic_batch(run, batch_size: int, num_classes: int, seed: int = 0) -> dict:

@@ -58,6 +58,40 @@ def test_interleaved_calls_alternate_and_their_ratio_is_paired():
     assert benchmark.paired_ratio(twice_as_slow, slow_then_fast) == 2.0
 
 
+def test_rounds_go_on_until_enough_or_the_time_limit():
+    calls = {"a": lambda: None, "b": lambda: None}
+    seen = []
+
+    def enough(ms):
+        seen.append(len(ms["a"]))
+        return len(ms["b"]) >= 7
+
+    result = benchmark.time_interleaved(calls, 1, 2, max_repeats=100, enough=enough)
+    assert result["a"]["repeats"] == result["b"]["repeats"] == 7 and seen == [2, 3, 4, 5, 6, 7]
+    never = benchmark.time_interleaved(
+        {"sleep": lambda: __import__("time").sleep(0.01)}, 1, 2, enough=lambda ms: False,
+        max_seconds=0.05,
+    )  # fmt: skip
+    assert 5 <= never["sleep"]["repeats"] <= 6  # stopped once 50 ms were timed
+
+
+def test_median_interval_brackets_the_median_by_rank():
+    values = [float(v) for v in range(1, 101)]
+    low, high = benchmark.median_interval(values[::-1])  # order does not matter
+    assert (low, high) == (40.0, 61.0)  # ranks 40 and 61 of 100: the binomial's 95%
+    assert benchmark.median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)  # too few: the whole range
+    assert benchmark.paired_quotients([2.0, 9.0], [1.0, 3.0]) == [2.0, 3.0]
+
+
+def test_the_speed_ratio_is_precise_when_its_interval_is_narrow():
+    from benchmarks.speed import precise
+
+    tight = [1.0 + 0.001 * (i % 5) for i in range(50)]
+    loose = [1.0 + 0.2 * (i % 5) for i in range(50)]
+    assert precise(tight, 0.03) and not precise(loose, 0.03)
+    assert not precise(tight[:5], 0.03)  # five rounds never suffice
+
+
 @pytest.mark.slow
 def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_path):
     out = tmp_path / "speed.json"
