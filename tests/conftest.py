@@ -14,6 +14,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 
+# The longest tests (seconds each in .ci/run's second run on this 2-core machine, 2026-12-02),
+# started first: pytest-xdist hands out tests in collection order as workers free up, so with
+# the longest first none of them is left to finish alone at the end of a run. (None of them
+# shares a module-scoped fixture, which moving it away from its module would set up twice.)
+LONGEST = {
+    "test_train_compiles_once_and_eight_devices_match_one": 475,  # test_maskrcnn.py
+    "test_instance_experiment_report": 348,  # test_maskrcnn.py
+    "test_eight_devices_and_two_processes_match_one_device": 204,  # test_train.py
+    "test_every_model_is_the_same_on_both_paths": 157,  # test_conv_ops.py, each case
+    "test_killed_sweep_reruns_only_the_missing_members": 153,  # test_experiments.py
+    "test_deploy_benchmark_times_every_exported_runtime": 149,  # test_benchmark.py
+    "test_deep_supervision_and_paper_unet_export_like_jax": 145,  # test_export_matrix.py
+    "test_a_checkpoint_from_before_conv_impl_evaluates_the_same": 142,  # test_conv_ops.py
+    "test_lightweight_encoders_export_like_jax": 112,  # test_export_matrix.py
+    "test_a_full_disk_is_one_error_and_the_run_resumes_exactly_elsewhere": 99,  # test_full_disk
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -LONGEST.get(item.originalname, 0))  # a stable sort
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
     """One persistent XLA compilation cache for the session, shared with every command the tests
