@@ -3,9 +3,10 @@
     python -m benchmarks.speed --config configs/resnet_unet.py:dsb2018 \\
         --models unet:resnet34,unet:ghostnet_100 [--json out.json]
 
-For each model, in a fresh process of its own (``--isolate``): training step time with
-synthetic on-device batches and with the real input pipeline (batch ``config.batch_size`` at
-``config.data.image_size``), and inference latency at batch 1 and 16 at ``--inference_size``.
+For each model, in fresh processes of its own (``--isolate``; ``--processes`` of them, their
+calls pooled): training step time with synthetic on-device batches and with the real input
+pipeline (batch ``config.batch_size`` at ``config.data.image_size``), and inference latency at
+batch 1 and 16 at ``--inference_size``.
 Medians over ``--repeats`` timed calls after ``--warmup`` calls (the first compiles). When torch
 and segmentation_models.pytorch are installed (``pip install -e '.[bench]'``) the equivalent smp
 model runs the same measurements, its calls alternating with segjax's, and the table shows the
@@ -16,6 +17,7 @@ executable's memory by XLA's own account (arguments, outputs, temporaries).
 """
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -76,6 +78,14 @@ def define_flags() -> None:
         True,
         "measure each model in a fresh process, so that no thread pool of an earlier "
         "measurement (the input pipeline's, PyTorch's) runs beside a later one",
+    )
+    flags.DEFINE_integer(
+        "processes",
+        3,
+        lower_bound=1,
+        help="with --isolate: measure each model in this many fresh processes, one after another, "
+        "and pool their rounds (each gets 1/N of the time limits; the pipeline is timed in the "
+        "first): a process settles in a faster or slower state for its whole life",
     )
 
 
@@ -204,7 +214,9 @@ def print_table(rows: list[dict], args) -> None:
         f"\n{jax.devices()[0].device_kind} x {jax.device_count()}; train batch "
         f"{first['batch_size']} at {first['image_size'][0]}x{first['image_size'][1]}, "
         f"inference at {args.inference_size}x{args.inference_size}; medians of {args.repeats} "
-        f"calls or more after {args.warmup} warm-up; ratio = smp time / segjax time (> 1: "
+        f"calls or more after {args.warmup} warm-up"
+        + (f", pooled over {args.processes} fresh processes" if args.isolate else "")
+        + "; ratio = smp time / segjax time (> 1: "
         "segjax faster), the median over rounds of the two calls run back to back [its 95% "
         f"interval; rounds went on until within {args.precision:.0%} or {args.max_seconds:.0f} s]"
     )
@@ -226,13 +238,14 @@ def write_rows(path: str | None, rows: list[dict]) -> None:
         print(f"wrote {path}")
 
 
-def measure_isolated(spec: str) -> dict:
+def measure_isolated(spec: str, extra: tuple[str, ...] = ()) -> dict:
     """``measure`` of one ``--models`` spec in a fresh process: this command again, its flags
-    as given, with that one model (later flags win) and its row written to a scratch file."""
+    as given, with that one model and ``extra`` (later flags win) and its row written to a
+    scratch file."""
     with tempfile.TemporaryDirectory(prefix="segjax-speed-") as scratch:
         path = os.path.join(scratch, "row.json")
         command = [sys.executable, "-m", "benchmarks.speed", *sys.argv[1:]]
-        command += [f"--models={spec}", f"--json={path}", "--noisolate"]
+        command += [f"--models={spec}", f"--json={path}", "--noisolate", *extra]
         result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if result.returncode != 0:
             raise RunError(
@@ -247,6 +260,66 @@ def measure_isolated(spec: str) -> dict:
     return row
 
 
+def measure_in_processes(spec: str, args) -> dict:
+    """``measure_isolated`` in ``--processes`` fresh processes, their rows pooled
+    (``pooled_row``). Each process gets 1/N of ``--min_seconds`` and ``--max_seconds`` and
+    sqrt(N) times ``--precision``, so that the pooled rounds reach about the precision asked
+    for in about the time one process would have taken."""
+    n = args.processes
+    extra = (
+        f"--min_seconds={args.min_seconds / n}",
+        f"--max_seconds={args.max_seconds / n}",
+        f"--precision={args.precision * math.sqrt(n)}",
+    )
+    rows = []
+    for i in range(n):
+        pipeline = () if i == 0 else ("--nopipeline",)
+        rows.append(measure_isolated(spec, extra + pipeline))
+        print(f"  process {i + 1}/{n} done", flush=True)
+    return pooled_row(rows)
+
+
+def pooled_series(series: list[dict]) -> dict:
+    """One timed series from several processes' (the first's compile figures), its median and
+    throughput recomputed over every call."""
+    ms = [t for one in series for t in one["ms"]]
+    median = statistics.median(ms)
+    per_s = series[0]["batch_size"] / (median / 1000)
+    return {**series[0], "ms": ms, "median_ms": median, "repeats": len(ms), "images_per_s": per_s}
+
+
+def pooled_row(rows: list[dict]) -> dict:
+    """Rows of one model measured in several processes, as one: every series' calls pooled,
+    each ratio the median of every process's rounds' quotients with its interval, and each
+    process's own ratio kept (``ratio_by_process``) to show how far processes differ."""
+    row = {**rows[0], "processes": len(rows)}
+    keys = [("train",)] + [("inference", b) for b in rows[0]["inference"]]
+
+    def get(part, key):
+        return part[key[0]] if len(key) == 1 else part[key[0]][key[1]]
+
+    def put(part, key, value):
+        if len(key) == 1:
+            part[key[0]] = value
+        else:
+            part.setdefault(key[0], {})[key[1]] = value
+
+    row["inference"] = {}
+    for key in keys:
+        put(row, key, pooled_series([get(r, key) for r in rows]))
+    if "skipped" in rows[0]["smp"]:
+        return row
+    row["smp"], row["ratio"], row["ratio_interval"] = {}, {}, {}
+    row["ratio_by_process"] = {}
+    for key in keys:
+        put(row["smp"], key, pooled_series([get(r["smp"], key) for r in rows]))
+        quotients = paired_quotients(get(row["smp"], key)["ms"], get(row, key)["ms"])
+        put(row["ratio"], key, statistics.median(quotients))
+        put(row["ratio_interval"], key, list(median_interval(quotients)))
+        put(row["ratio_by_process"], key, [get(r["ratio"], key) for r in rows])
+    return row
+
+
 def main(argv) -> int:
     args = flags.FLAGS
     rows = []
@@ -256,7 +329,7 @@ def main(argv) -> int:
     for spec, config in zip(args.models or [None], configs, strict=True):
         print(f"measuring {name_of(config)} ...", flush=True)
         isolated = args.isolate and spec is not None
-        rows.append(measure_isolated(spec) if isolated else measure(config, args))
+        rows.append(measure_in_processes(spec, args) if isolated else measure(config, args))
     print_table(rows, args)
     write_rows(args.json, rows)
     return 0

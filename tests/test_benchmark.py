@@ -83,6 +83,30 @@ def test_median_interval_brackets_the_median_by_rank():
     assert benchmark.paired_quotients([2.0, 9.0], [1.0, 3.0]) == [2.0, 3.0]
 
 
+def test_rows_from_several_processes_pool_their_rounds():
+    from benchmarks.speed import pooled_row
+
+    def series(ms):
+        return {"ms": ms, "median_ms": 0.0, "batch_size": 2, "compile_s": 1.0}
+
+    def row(ours, theirs):
+        return {
+            "model": "unet/x",
+            "train": series(ours),
+            "inference": {1: series(ours)},
+            "smp": {"train": series(theirs), "inference": {1: series(theirs)}},
+            "ratio": {"train": theirs[0] / ours[0], "inference": {1: theirs[0] / ours[0]}},
+        }
+
+    pooled = pooled_row([row([10.0, 10.0], [11.0, 11.0]), row([20.0, 20.0, 20.0], [26.0] * 3)])
+    assert pooled["processes"] == 2 and pooled["train"]["ms"] == [10.0] * 2 + [20.0] * 3
+    assert pooled["train"]["median_ms"] == 20.0 and pooled["train"]["images_per_s"] == 100.0
+    assert pooled["smp"]["inference"][1]["ms"] == [11.0] * 2 + [26.0] * 3
+    assert pooled["ratio"]["train"] == pytest.approx(1.3)  # median of 1.1, 1.1, 1.3, 1.3, 1.3
+    assert pooled["ratio_by_process"]["inference"][1] == [pytest.approx(1.1), pytest.approx(1.3)]
+    assert pooled["ratio_interval"]["train"] == [pytest.approx(1.1), pytest.approx(1.3)]
+
+
 def test_the_speed_ratio_is_precise_when_its_interval_is_narrow():
     from benchmarks.speed import precise
 
@@ -105,13 +129,18 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
         "--inference_size=32",
         "--inference_batches=1,2",
         "--nosmp",
+        "--processes=2",
         f"--json={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| unet/resnet18 |" in result.stdout and "smp not run: --nosmp" in result.stdout
     row = json.loads(out.read_text())["rows"][0]
+    assert row["processes"] == 2 and "process 2/2 done" in result.stdout
+    assert len(row["train"]["ms"]) == 4  # two calls in each process, pooled
+    assert len(row["inference"]["1"]["ms"]) == 4
+    assert len(row["train_pipeline"]["ms"]) == 2  # timed in the first process only
     for key in ("train", "train_pipeline"):
-        assert len(row[key]["ms"]) == 2 and row[key]["median_ms"] > 0
+        assert row[key]["median_ms"] > 0
         assert row[key]["images_per_s"] == pytest.approx(4 / (row[key]["median_ms"] / 1000))
         assert row[key]["memory"]["total_bytes"] > 0 and row[key]["compile_s"] > 0
     assert row["train_pipeline"]["input"] == "pipeline"
