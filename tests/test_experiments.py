@@ -291,7 +291,7 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     grid = load_experiment(path + ":grid")
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
-    assert len(tuning.members) == 20 and len(budgets_of(tuning)) == 1
+    assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
     assert len(grid.members) == 25 and len(budgets_of(grid)) == 1
     recipes = {
         m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
