@@ -114,9 +114,9 @@ FAMILIES = {
 # table (experiments/founding/tuning/results.md; the report checks this choice against it).
 CHOSEN = {
     "resnet34": "adamw1e-3",
-    "ghostnet100": "adamw3e-3",
-    "mobilenetv2": "adamw1e-3",
-    "efficientnetlite0": "adamw1e-3",
+    "ghostnet100": "adamw1e-2",
+    "mobilenetv2": "adamw3e-3",
+    "efficientnetlite0": "adamw3e-3",
 }
 
 # pytorch-nested-unet's network: 32..512 filters, BatchNorm after every convolution, no dropout.
