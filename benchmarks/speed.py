@@ -4,7 +4,8 @@
         --models unet:resnet34,unet:ghostnet_100 [--json out.json]
 
 For each model, in fresh processes of its own (``--isolate``; ``--processes`` of them, their
-calls pooled): training step time with synthetic on-device batches and with the real input
+calls pooled, all but the first loading the first's compiled executables from a shared
+compilation cache): training step time with synthetic on-device batches and with the real input
 pipeline (batch ``config.batch_size`` at ``config.data.image_size``), and inference latency at
 batch 1 and 16 at ``--inference_size``.
 Medians over ``--repeats`` timed calls after ``--warmup`` calls (the first compiles). When torch
@@ -238,15 +239,20 @@ def write_rows(path: str | None, rows: list[dict]) -> None:
         print(f"wrote {path}")
 
 
-def measure_isolated(spec: str, extra: tuple[str, ...] = ()) -> dict:
+def measure_isolated(spec: str, extra: tuple[str, ...] = (), env: dict | None = None) -> dict:
     """``measure`` of one ``--models`` spec in a fresh process: this command again, its flags
-    as given, with that one model and ``extra`` (later flags win) and its row written to a
-    scratch file."""
+    as given, with that one model and ``extra`` (later flags win), ``env`` added to its
+    environment, and its row written to a scratch file."""
     with tempfile.TemporaryDirectory(prefix="segjax-speed-") as scratch:
         path = os.path.join(scratch, "row.json")
         command = [sys.executable, "-m", "benchmarks.speed", *sys.argv[1:]]
         command += [f"--models={spec}", f"--json={path}", "--noisolate", *extra]
-        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        result = subprocess.run(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
         if result.returncode != 0:
             raise RunError(
                 f"measuring {spec} failed:\n{result.stderr.decode(errors='replace')[-3000:]}"
@@ -264,7 +270,9 @@ def measure_in_processes(spec: str, args) -> dict:
     """``measure_isolated`` in ``--processes`` fresh processes, their rows pooled
     (``pooled_row``). Each process gets 1/N of ``--min_seconds`` and ``--max_seconds`` and
     sqrt(N) times ``--precision``, so that the pooled rounds reach about the precision asked
-    for in about the time one process would have taken."""
+    for in about the time one process would have taken. The processes share a persistent
+    compilation cache of their own, empty at the start, so the first compiles (and reports the
+    compile time) and the others load its executables instead of compiling them again."""
     n = args.processes
     extra = (
         f"--min_seconds={args.min_seconds / n}",
@@ -272,10 +280,15 @@ def measure_in_processes(spec: str, args) -> dict:
         f"--precision={args.precision * math.sqrt(n)}",
     )
     rows = []
-    for i in range(n):
-        pipeline = () if i == 0 else ("--nopipeline",)
-        rows.append(measure_isolated(spec, extra + pipeline))
-        print(f"  process {i + 1}/{n} done", flush=True)
+    with tempfile.TemporaryDirectory(prefix="segjax-speed-cache-") as cache:
+        env = {
+            "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        }
+        for i in range(n):
+            pipeline = () if i == 0 else ("--nopipeline",)
+            rows.append(measure_isolated(spec, extra + pipeline, env))
+            print(f"  process {i + 1}/{n} done", flush=True)
     return pooled_row(rows)
 
 
@@ -293,6 +306,7 @@ def pooled_row(rows: list[dict]) -> dict:
     each ratio the median of every process's rounds' quotients with its interval, and each
     process's own ratio kept (``ratio_by_process``) to show how far processes differ."""
     row = {**rows[0], "processes": len(rows)}
+    row["train_compile_s_by_process"] = [r["train"]["compile_s"] for r in rows]
     keys = [("train",)] + [("inference", b) for b in rows[0]["inference"]]
 
     def get(part, key):

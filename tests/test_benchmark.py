@@ -139,6 +139,8 @@ def test_speed_cli_measures_training_and_inference(tfds_dir, shapes_small, tmp_p
     assert len(row["train"]["ms"]) == 4  # two calls in each process, pooled
     assert len(row["inference"]["1"]["ms"]) == 4
     assert len(row["train_pipeline"]["ms"]) == 2  # timed in the first process only
+    first, second = row["train_compile_s_by_process"]
+    assert second < first / 2  # the second process loaded the first's compiled step
     for key in ("train", "train_pipeline"):
         assert row[key]["median_ms"] > 0
         assert row[key]["images_per_s"] == pytest.approx(4 / (row[key]["median_ms"] / 1000))
