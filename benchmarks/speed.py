@@ -82,7 +82,7 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer(
         "processes",
-        3,
+        10,
         lower_bound=1,
         help="with --isolate: measure each model in this many fresh processes, one after another, "
         "and pool their rounds (each gets 1/N of the time limits; the pipeline is timed in the "
