@@ -15,6 +15,9 @@ File sizes: the ONNX float32 and int8 files, the StableHLO file, smp's ONNX file
 
 ``--workdirs NAME=DIR,...`` measures trained runs instead (their best checkpoint, named NAME in
 the table), e.g. an experiment's members: the same figures, on the weights users deploy.
+``--configs NAME=DIR,...`` measures runs' models from their records alone (``config.json`` and
+``dataset.json``, randomly initialised), for runs whose checkpoints are not on this machine:
+latency and file sizes do not depend on the weights' values.
 """
 
 import json
@@ -33,7 +36,9 @@ from segjax.errors import UserError
 from segjax.export import export_function, export_onnx, export_stablehlo, normalisation
 from segjax.inference import Restored, restore
 from segjax.models.counting import summarize
+from segjax.runs import load_config
 from segjax.validation import build_model
+from segjax.workdir import DATASET_RECORD, read_dataset_record
 
 DEFAULT_MODELS = [
     "unet:resnet34",
@@ -48,6 +53,9 @@ NUM_CLASSES, CHANNELS = 2, 3
 def define_flags() -> None:
     flags.DEFINE_list("models", DEFAULT_MODELS, "arch:encoder[:ghost] specs, measured in turn")
     flags.DEFINE_list("workdirs", [], "NAME=DIR: trained runs to measure instead of --models")
+    flags.DEFINE_list(
+        "configs", [], "NAME=DIR: runs' models from their records, randomly initialised"
+    )
     flags.DEFINE_integer("size", 256, "square input size")
     flags.DEFINE_list("batches", ["1", "8"], "batch sizes (the first: latency, the rest: img/s)")
     flags.DEFINE_integer("warmup", 3, "untimed calls first")
@@ -57,27 +65,40 @@ def define_flags() -> None:
     flags.DEFINE_string("json", None, "write every figure to this JSON file")
 
 
-def model_of(spec: str) -> Restored:
-    """The model ``spec`` names, randomly initialised, as ``segjax.export`` takes it."""
-    arch, _, rest = spec.partition(":")
-    encoder, _, decoder = rest.partition(":")
-    config = base_config()
-    config.model.arch, config.model.encoder = arch, encoder
-    if decoder:
-        config.model.decoder_block = decoder
-    model = build_model(config, NUM_CLASSES, CHANNELS)
-    variables = jax.jit(lambda key: model.init(key, np.zeros((1, 64, 64, CHANNELS)), train=False))(
+def initialised(config, class_names: tuple[str, ...], channels: int) -> Restored:
+    """``config``'s model, randomly initialised (seed 0), as ``segjax.export`` takes it."""
+    model = build_model(config, len(class_names), channels)
+    variables = jax.jit(lambda key: model.init(key, np.zeros((1, 64, 64, channels)), train=False))(
         jax.random.PRNGKey(0)
     )
     return Restored(
         model=model,
         variables=variables,
         config=config,
-        class_names=("background", "foreground"),
-        channels=CHANNELS,
+        class_names=tuple(class_names),
+        channels=channels,
         multiple=int(model.pad_multiple or model.encoder.strides[-1]),
         step=0,
     )
+
+
+def model_of(spec: str) -> Restored:
+    """The model ``spec`` names, randomly initialised."""
+    arch, _, rest = spec.partition(":")
+    encoder, _, decoder = rest.partition(":")
+    config = base_config()
+    config.model.arch, config.model.encoder = arch, encoder
+    if decoder:
+        config.model.decoder_block = decoder
+    return initialised(config, ("background", "foreground"), CHANNELS)
+
+
+def model_of_records(directory: str) -> Restored:
+    """A run's model from its ``config.json`` and ``dataset.json``, randomly initialised."""
+    record = read_dataset_record(directory)
+    if record is None:
+        raise UserError(f"--configs: {directory}/{DATASET_RECORD} not found")
+    return initialised(load_config(directory), record.class_names, record.in_channels)
 
 
 def timed(call, batch: int, args) -> dict:
@@ -226,14 +247,21 @@ def _versions() -> str:
 
 def models(args) -> list[tuple[str, object]]:
     """(name, a function that loads the model) of each model to measure."""
-    if not args.workdirs:
+    if args.workdirs and args.configs:
+        raise UserError("--workdirs and --configs: give one of them")
+    if not args.workdirs and not args.configs:
         return [(spec, lambda spec=spec: model_of(spec)) for spec in args.models]
+    flag, items, load = (
+        ("--workdirs", args.workdirs, restore)
+        if args.workdirs
+        else ("--configs", args.configs, model_of_records)
+    )
     named = []
-    for item in args.workdirs:
+    for item in items:
         name, sep, directory = item.partition("=")
         if not sep or not name or not os.path.isdir(directory):
-            raise UserError(f"--workdirs {item!r}: expected NAME=DIR with DIR a trained run")
-        named.append((name, lambda directory=directory: restore(directory)))
+            raise UserError(f"{flag} {item!r}: expected NAME=DIR with DIR a training run's workdir")
+        named.append((name, lambda directory=directory: load(directory)))
     return named
 
 

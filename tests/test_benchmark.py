@@ -215,6 +215,33 @@ def test_deploy_benchmark_measures_trained_runs(tfds_dir, shapes_small, tmp_path
     assert bad.returncode == 2 and "expected NAME=DIR" in bad.stderr
 
 
+def test_deploy_builds_a_run_model_from_its_records_alone(tmp_path):
+    """--configs NAME=DIR: config.json and dataset.json, no checkpoint, random weights; the
+    run's own classes and channels."""
+    import jax
+    import numpy as np
+
+    from benchmarks.deploy import model_of_records
+    from segjax.defaults import base_config
+    from segjax.errors import UserError
+    from segjax.workdir import DatasetRecord, write_config, write_dataset_record
+
+    config = base_config()
+    config.model.encoder = "ghostnet_050"
+    write_config(str(tmp_path), config, {}, 0, False)
+    write_dataset_record(str(tmp_path), DatasetRecord("cells", ("bg", "a", "b"), 1))
+    restored = model_of_records(str(tmp_path))
+    assert restored.class_names == ("bg", "a", "b") and restored.channels == 1
+    logits = jax.eval_shape(
+        lambda x: restored.model.apply(restored.variables, x, train=False),
+        np.zeros((1, 64, 64, 1), np.float32),
+    )
+    assert logits.shape == (1, 64, 64, 3)
+    (tmp_path / "dataset.json").unlink()
+    with pytest.raises(UserError, match="dataset.json not found"):
+        model_of_records(str(tmp_path))
+
+
 def test_conv_paths_times_both_paths_of_a_depthwise_and_a_1x1_conv():
     from benchmarks.conv_paths import measure
 

@@ -4,6 +4,10 @@ its scoring size, both run by onnxruntime on the test split, nucleus IoU pooled 
     python experiments/founding/int8_accuracy.py --workdir runs/founding_grid \\
         --out experiments/founding/grid/int8.json
 
+A model already in ``--out`` is kept as it is and not measured again, so the file fills up as the
+grid's seed-0 members finish, session by session (a finished member's checkpoint lives only on
+the machine that trained it; its records are committed).
+
 The int8 model is ``segjax.export --int8``'s (static QDQ, onnxruntime), calibrated on 32 training
 images chosen at random (seed 0) and resized whole as the run trains on them; test images are
 resized and normalised as ``segjax.evaluate`` does at ``data.eval_size``, so the float32 row
@@ -98,7 +102,13 @@ def main() -> int:
         print(f"error: {args.workdir}: no evaluated member of seed {args.seed}", file=sys.stderr)
         return 2
     results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as file:
+            results = json.load(file)
     for name in members:
+        if suffix.sub("", name) in results:
+            print(f"{name}: in {args.out} already", flush=True)
+            continue
         print(f"{name} ...", flush=True)
         results[suffix.sub("", name)] = row = measure(os.path.join(args.workdir, name))
         print(
