@@ -271,8 +271,9 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
         f"{GRID_STEPS} steps of batch 8 on whole images resized to 96x96, each encoder's chosen "
         "recipe; test split (100 images at 96x96), checkpoint of best validation nucleus IoU; "
         "mean +- sample sd over seeds. Nucleus IoU (set): pooled over the split's pixels; per "
-        "image: averaged over images. Steps to 95%: first evaluation reaching 95% of the final "
-        "validation nucleus IoU (mean over seeds); seconds: times the step timed alone.",
+        "image: averaged over images. Steps to 95%: first evaluation reaching 95% of the best "
+        "validation nucleus IoU, the checkpoint scored (mean over seeds); seconds: times the "
+        "step timed alone.",
         "",
         "| model | seeds | test nucleus IoU (set) | per image | test mIoU | params | GMACs@256 "
         "| steps to 95% | s to 95% | train img/s | JAX ms b1@256 | ORT fp32 ms | ORT int8 ms "

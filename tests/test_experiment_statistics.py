@@ -55,6 +55,8 @@ def test_last_quarter_gain_decides_convergence():
     noisy = [(100, 0.5), (200, 0.82), (300, 0.80), (400, 0.81)]  # the best came early
     assert curves.last_quarter(noisy, 400)["best_gain"] == 0.0
     assert curves.steps_to_fraction(rising) == 300  # the first value >= 0.95 * 0.79
+    erratic = [(100, 0.76), (200, 0.82), (300, 0.70), (400, 0.75)]
+    assert curves.steps_to_fraction(erratic) == 200  # 95% of the best (0.82), not of the last
     with pytest.raises(ValueError, match="at least 2 validation passes"):
         curves.last_quarter(rising[:1], 400)
 

@@ -47,8 +47,10 @@ def last_quarter(curve: list[tuple[int, float]], total_steps: int) -> dict:
 
 
 def steps_to_fraction(curve: list[tuple[int, float]], fraction: float = 0.95) -> int:
-    """The first evaluated step whose value reaches ``fraction`` of the curve's final value."""
-    target = fraction * curve[-1][1]
+    """The first evaluated step whose value reaches ``fraction`` of the curve's best value: the
+    score of the checkpoint a run delivers (selection keeps the best), not of its last step,
+    which on an erratic curve can lie far below it."""
+    target = fraction * max(value for _, value in curve)
     return next(step for step, value in curve if value >= target)
 
 

@@ -265,7 +265,7 @@ def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> d
         "(what checkpoint selection picks) gains less than "
         f"{curves_lib.CONVERGED_GAIN} over the last quarter of the budget (best gain = best of "
         "all evaluations - best up to 3/4 of the steps; final gain = last - value at 3/4). "
-        "Steps to 95%: the first evaluation reaching 95% of the last; seconds: those steps "
+        "Steps to 95%: the first evaluation reaching 95% of the best; seconds: those steps "
         "times the training step timed alone by the runner's speed phase.",
         "",
         "| member | evaluations | at 3/4 | final | best | best gain | final gain | converged "
