@@ -311,6 +311,27 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
         load_experiment(path + ":x")
 
 
+def test_founding_extra_seeds_rule_flags_a_wide_spread_and_adds_its_seeds(tmp_path, monkeypatch):
+    founding = load_module(str(ROOT / "experiments" / "founding.py"))
+    models = {}
+    for model, bests in {"steady": (0.80, 0.805, 0.81), "wide": (0.80, 0.83, 0.78)}.items():
+        for seed, best in enumerate(bests):
+            name = f"{model}_seed{seed}"
+            (tmp_path / name).mkdir()
+            lines = [
+                {"step": 100, "eval/iou/nucleus": best - 0.1},
+                {"step": 200, "eval/iou/nucleus": best},
+            ]
+            (tmp_path / name / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)))
+            models.setdefault(model, []).append({"name": name, "seed": seed})
+    table = "\n".join(founding.seed_spread_lines(models, str(tmp_path)))
+    assert "| steady | 0: 0.8000, 1: 0.8050, 2: 0.8100 | 0.0050 | none needed |" in table
+    assert "| wide | 0: 0.8000, 1: 0.8300, 2: 0.7800 | 0.0252 | DUE: add seeds 3 and 4" in table
+    monkeypatch.setattr(founding, "EXTRA_SEEDS", {"unet_ghostnet100": (3, 4)})
+    names = [m.name for m in founding.grid().members]
+    assert len(names) == 27 and names[-2:] == ["unet_ghostnet100_seed3", "unet_ghostnet100_seed4"]
+
+
 def test_seed_study_repeats_backbones_members_with_other_seeds():
     backbones = {
         m.name: m for m in load_experiment(str(ROOT / "experiments" / "backbones.py")).members
