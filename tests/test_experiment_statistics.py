@@ -40,6 +40,14 @@ def test_paired_comparison_finds_a_real_shift_and_not_noise():
     assert paired.compare(b, b)["p_value"] == 1.0
     with_nan = paired.compare(np.append(b, np.nan), np.append(b + 0.1, 0.5))
     assert with_nan["images"] == 100 and "higher than" in paired.sentence("a", "b", with_nan)
+    assert "disagrees" not in paired.sentence("a", "b", shifted)
+    # Ten images far better, ninety a little worse: the mean and the signed ranks part.
+    skewed = paired.compare(b + np.where(np.arange(100) < 10, 0.1, -0.003), b)
+    assert skewed["difference"] > 0 > skewed["median"] and skewed["a_higher"] == 10
+    assert (
+        "which the mean disagrees with (its interval excludes 0; median difference -0.0030, "
+        "a higher on 10 of 100 images)" in paired.sentence("a", "b", skewed)
+    )
     with pytest.raises(ValueError, match="same images"):
         paired.compare(b, b[:50])
     np.testing.assert_allclose(paired.seed_average([b, b + 0.2]), b + 0.1)

@@ -70,6 +70,8 @@ def compare(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: int = 10_000
         "mean_a": float(a[keep].mean()),
         "mean_b": float(b[keep].mean()),
         "difference": float(difference.mean()),
+        "median": float(np.median(difference)),
+        "a_higher": int((difference > 0).sum()),
         "low": low,
         "high": high,
         "p_value": p_value,
@@ -81,6 +83,18 @@ def sentence(name_a: str, name_b: str, result: dict) -> str:
     """The finding in words: which is higher, by how much, and whether it is significant."""
     higher, lower = (name_a, name_b) if result["difference"] >= 0 else (name_b, name_a)
     verdict = f"significant at {ALPHA}" if result["significant"] else f"not significant at {ALPHA}"
+    # The bootstrap interval is about the mean difference, the signed-rank test about whether
+    # the per-image differences are centred on 0: skewed differences can part them, and the
+    # sentence then says so, with the median and the count that show the skew.
+    excludes_zero = result["low"] > 0 or result["high"] < 0
+    opposite = result["median"] * result["difference"] < 0
+    if excludes_zero != result["significant"] or opposite:
+        verdict += (
+            f" by the signed-rank test, which the mean disagrees with (its interval "
+            f"{'excludes' if excludes_zero else 'includes'} 0; median difference "
+            f"{result['median']:+.4f}, {name_a} higher on {result['a_higher']} of "
+            f"{result['images']} images)"
+        )
     return (
         f"{higher} scores {abs(result['difference']):.4f} higher than {lower} per image "
         f"(95% interval {result['low']:+.4f} to {result['high']:+.4f} for {name_a} - {name_b}, "
