@@ -147,7 +147,61 @@ def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc")
     # jax2onnx's intermediate shape annotations give some tensors in the wrong layout (NHWC for
     # NCHW), which onnxruntime warns about when it merges them with its own inference: drop them.
     del proto.graph.value_info[:]
+    clips_from_max_min(proto.graph)
     return proto.SerializeToString()
+
+
+def clips_from_max_min(graph) -> int:
+    """Rewrites each ``Min(Max(x, a), b)`` with scalar constants ``a`` and ``b`` (jax2onnx's
+    relu6, and so the hard sigmoid) as ``Clip(x, a, b)``; returns how many.
+
+    The same function in one node instead of two, and the one onnxruntime's int8 quantiser knows:
+    it quantises a Conv followed by a Clip at the Clip's output range, but a Conv followed by
+    Max and Min at the Conv's own, pre-activation range, which for MobileNetV2's BatchNorm-folded
+    depthwise convolutions is wide enough to cost 11.6 points of test nucleus IoU (founding grid,
+    U-Net/MobileNetV2 seed 0: 0.8329 float32, 0.7169 int8; with Clip 0.8281)."""
+    from onnx import numpy_helper
+
+    scalars = {
+        t.name: float(numpy_helper.to_array(t))
+        for t in graph.initializer
+        if not t.dims and t.data_type == 1  # float32 scalars
+    }
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+
+    def split(node):  # (the variable input, the constant one) of a binary Max or Min
+        if len(node.input) != 2:
+            return None
+        first, second = node.input
+        if second in scalars and first not in scalars:
+            return first, second
+        if first in scalars and second not in scalars:
+            return second, first
+        return None
+
+    rewritten, drop = [], set()  # drop: the output names of the Min nodes folded into a Clip
+    for node in graph.node:
+        if node.op_type == "Min" and node.output[0] in drop:
+            continue
+        lower = split(node) if node.op_type == "Max" else None
+        after = consumers.get(node.output[0], []) if lower else []
+        upper = split(after[0]) if len(after) == 1 and after[0].op_type == "Min" else None
+        if upper is None or node.output[0] in outputs or scalars[lower[1]] > scalars[upper[1]]:
+            rewritten.append(node)
+            continue
+        clip = type(node)()
+        clip.op_type, clip.name = "Clip", f"{after[0].name}_clip"
+        clip.input.extend([lower[0], lower[1], upper[1]])
+        clip.output.extend(after[0].output)
+        rewritten.append(clip)
+        drop.add(after[0].output[0])
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    return len(drop)
 
 
 def calibration_images(restored: Restored, pattern: str, count: int, seed: int = 0):

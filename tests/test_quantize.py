@@ -88,3 +88,44 @@ def test_the_convolutions_next_to_the_input_and_outputs_stay_float32():
     )
     # 'add' also reaches the stem through 'r' without a Conv: it counts as next to an output.
     assert boundary_convs(graph) == ["head_a", "head_b", "stem"]
+
+
+def test_relu6_as_max_and_min_becomes_one_clip_with_the_same_values():
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from segjax.export import clips_from_max_min
+
+    def scalar(name, value):
+        return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+
+    # relu6 twice (the constant first, then second), and a Max also read by an Add: kept.
+    nodes = [
+        helper.make_node("Max", ["zero", "x"], ["a"], name="max_a"),
+        helper.make_node("Min", ["a", "six"], ["b"], name="min_b"),
+        helper.make_node("Max", ["b", "zero"], ["c"], name="max_c"),
+        helper.make_node("Min", ["six", "c"], ["d"], name="min_d"),
+        helper.make_node("Max", ["d", "zero"], ["e"], name="max_e"),
+        helper.make_node("Min", ["e", "six"], ["f"], name="min_f"),
+        helper.make_node("Add", ["e", "f"], ["y"], name="add"),
+    ]
+    tensor = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [4]) for n in ("x", "y")]
+    graph = helper.make_graph(
+        nodes, "g", tensor[:1], tensor[1:], [scalar("zero", 0.0), scalar("six", 6.0)]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([-3.0, 0.5, 5.0, 9.0], np.float32)
+
+    def run(proto):
+        session = onnxruntime.InferenceSession(proto.SerializeToString())
+        return session.run(None, {"x": x})[0]
+
+    before = run(model)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    assert clips_from_max_min(rewritten.graph) == 2
+    onnx.checker.check_model(rewritten)
+    assert [n.op_type for n in rewritten.graph.node] == ["Clip", "Clip", "Max", "Min", "Add"]
+    np.testing.assert_array_equal(run(rewritten), before)
+    np.testing.assert_array_equal(before, 2 * np.clip(x, 0, 6))

@@ -24,7 +24,9 @@ import numpy as np
 
 from segjax.data import load_dataset
 from segjax.data.augment import normalize, resize
+from segjax.errors import CheckpointError
 from segjax.export import export_onnx, normalisation
+from segjax.files import write_atomically
 from segjax.inference import restore
 from segjax.metrics import confusion_matrix
 from segjax.quantize import calibration_inputs, quantize_int8
@@ -110,15 +112,18 @@ def main() -> int:
             print(f"{name}: in {args.out} already", flush=True)
             continue
         print(f"{name} ...", flush=True)
-        results[suffix.sub("", name)] = row = measure(os.path.join(args.workdir, name))
+        try:
+            results[suffix.sub("", name)] = row = measure(os.path.join(args.workdir, name))
+        except CheckpointError as error:  # trained on another machine: only its records are here
+            print(f"  skipped: {error}", flush=True)
+            continue
         print(
             f"  nucleus IoU: JAX {row['jax']:.4f}, ONNX fp32 {row['fp32']:.4f}, "
             f"int8 {row['int8']:.4f} ({row['difference']:+.4f})",
             flush=True,
         )
-    with open(args.out, "w") as file:
-        json.dump(results, file, indent=2, sort_keys=True)
-    print(f"wrote {args.out}")
+        write_atomically(args.out, json.dumps(results, indent=2, sort_keys=True))  # each one kept
+    print(f"{args.out}: {len(results)} models")
     return 0
 
 
