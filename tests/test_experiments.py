@@ -220,6 +220,33 @@ def test_bad_members_are_refused_up_front_and_a_failing_member_does_not_stop_the
     assert [r["name"] for r in records] == ["good"]
 
 
+def test_a_member_recorded_with_other_settings_is_refused_not_skipped(tmp_path):
+    from segjax.errors import UserError
+    from segjax.experiments.records import write_status
+    from segjax.experiments.run import check_recorded
+
+    config = "configs/resnet_unet.py:smoke"
+    members = [Member("same", config, {"total_steps": 30, "data.image_size": (64, 64)})]
+    members.append(Member("longer", config, {"total_steps": 45}))
+    members.append(Member("new", config, {"total_steps": 30}))
+    for name, steps in (("same", 30), ("longer", 30)):
+        (tmp_path / name).mkdir()
+        recorded = {"total_steps": steps, "data.image_size": [64, 64]} if name == "same" else {}
+        write_status(
+            str(tmp_path / name),
+            {"config": config, "overrides": recorded or {"total_steps": steps}, "finished": True},
+        )
+    check_recorded(members[:1] + members[2:], str(tmp_path), {})  # tuples recorded as lists
+    with pytest.raises(
+        UserError,
+        match=r"1 member\(s\) ran with other settings than the "
+        r"experiment now gives them: longer \(total_steps: 30 -> 45\); move",
+    ):
+        check_recorded(members, str(tmp_path), {})
+    with pytest.raises(UserError, match=r"same \(data.path: None -> '/d'\)"):
+        check_recorded(members[:1], str(tmp_path), {"data.path": "/d"})
+
+
 def test_experiment_file_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.py"
     path.write_text("x = 1\n")
@@ -292,7 +319,11 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
-    assert len(grid.members) == 25 and len(budgets_of(grid)) == 1
+    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # U-Net++ trains longer
+    for member in grid.members:
+        nested = member.name.startswith("unetpp")
+        assert member.overrides["total_steps"] == (4500 if nested else 3000), member.name
+        assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
         m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
         for m in tuning.members

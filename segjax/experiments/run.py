@@ -155,6 +155,7 @@ def main(argv) -> int:
 
     if not args.dry_run:
         check_members(members, extra)
+        check_recorded(members, args.workdir, extra)
     start, failed = time.time(), []
     for position, member in enumerate(members, start=1):
         phases = phases_to_run(member, args.workdir, experiment, args.speed)
@@ -188,6 +189,32 @@ def main(argv) -> int:
     if failed:
         raise RunError(f"{len(failed)} member(s) failed: " + "; ".join(failed))
     return 0
+
+
+def check_recorded(members: list[Member], workdir: str, extra: dict) -> None:
+    """Refuses to go on when a member's directory holds a run made with other settings than the
+    experiment now gives it (its config or an override changed since): skipping it as finished,
+    or resuming it, would report a run that the experiment file does not describe."""
+    stale = []
+    for member in members:
+        recorded = read_status(os.path.join(workdir, member.name))
+        if "overrides" not in recorded:
+            continue
+        now = json.loads(json.dumps({**member.overrides, **extra}))
+        changed = [
+            f"{key}: {recorded['overrides'].get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(set(now) | set(recorded["overrides"]))
+            if now.get(key) != recorded["overrides"].get(key)
+        ]
+        if recorded.get("config") != member.config:
+            changed.insert(0, f"config: {recorded.get('config')!r} -> {member.config!r}")
+        if changed:
+            stale.append(f"{member.name} ({'; '.join(changed)})")
+    if stale:
+        raise UserError(
+            f"{workdir}: {len(stale)} member(s) ran with other settings than the experiment now "
+            f"gives them: {', '.join(stale)}; move their directories away to train them again"
+        )
 
 
 def check_members(members: list[Member], extra: dict) -> None:
