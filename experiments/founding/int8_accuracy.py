@@ -92,6 +92,7 @@ def main() -> int:
     parser.add_argument("--workdir", required=True, help="the grid's workdir")
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--seed", type=int, default=0, help="which seed's member to export")
+    parser.add_argument("--note", default="", help="stored with each model measured in this run")
     args = parser.parse_args()
     suffix = re.compile(rf"_seed{args.seed}$")
     members = sorted(
@@ -114,6 +115,8 @@ def main() -> int:
         print(f"{name} ...", flush=True)
         try:
             results[suffix.sub("", name)] = row = measure(os.path.join(args.workdir, name))
+            if args.note:
+                row["note"] = args.note
         except CheckpointError as error:  # trained on another machine: only its records are here
             print(f"  skipped: {error}", flush=True)
             continue
