@@ -267,7 +267,7 @@ def read_optional(out: str, name: str) -> dict:
 
 def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
     """``answer.md``: per model over its seeds, test accuracy, then training speed, size and
-    latency (``deploy.json`` from benchmarks.deploy and ``int8.json`` from int8_drop.py, when
+    latency (``deploy.json`` from benchmarks.deploy and ``int8.json`` from int8_accuracy.py, when
     measured, in ``out``); and the reproduction of pytorch-nested-unet's table."""
     models: dict[str, list[dict]] = {}
     for row in rows:
@@ -305,7 +305,7 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
             return "-" if value is None else f"{value:.1f}"
 
         sizes = f"{files['onnx_fp32'] / 1e6:.1f} / {files['onnx_int8'] / 1e6:.1f}" if files else "-"
-        drop = int8.get(model, {}).get("difference")
+        drops = [int8[r["name"]]["difference"] for r in members if r["name"] in int8]
         lines.append(
             f"| {model} | {','.join(str(r['seed']) for r in members)} "
             f"| {spread([r['highlight_iou'] for r in members])} "
@@ -316,7 +316,7 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
             f"| {cell(first['train_img_per_sec'], '{:.1f}')} "
             f"| {cell(first['inference_ms'], '{:.1f}')} | {latency('ort_fp32')} "
             f"| {latency('ort_int8')} "
-            f"| {sizes} | {'-' if drop is None else f'{drop:+.4f}'} |"
+            f"| {sizes} | {spread(drops) if drops else '-'} |"
         )
     lines += seed_spread_lines(models, workdir)
     lines += [
