@@ -328,7 +328,8 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
         m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
         for m in tuning.members
     }
-    chosen = load_module(path).CHOSEN
+    chosen = {f: r for f, r in load_module(path).GRID_RECIPE.items()}
+    assert chosen["ghostnet100"] == "adamw3e-3" and chosen["resnet34"] == "adamw1e-3"
     for member in grid.members:
         family = next((f for f in chosen if f"_{f}" in member.name), None)
         if family is None:  # the paper U-Net: pytorch-nested-unet's own recipe
