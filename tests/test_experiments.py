@@ -319,10 +319,11 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
-    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # U-Net++ trains longer
+    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # LONG_MODELS train longer
+    longer = ("unetpp_", "unet_mobilenetv2_")
     for member in grid.members:
-        nested = member.name.startswith("unetpp")
-        assert member.overrides["total_steps"] == (4500 if nested else 3000), member.name
+        long = member.name.startswith(longer)
+        assert member.overrides["total_steps"] == (4500 if long else 3000), member.name
         assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
         m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
