@@ -320,7 +320,7 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
     assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # LONG_MODELS train longer
-    longer = ("unetpp_", "unet_mobilenetv2_")
+    longer = ("unetpp_", "unet_mobilenetv2_", "unet_ghostnet100_ghostdecoder_")
     for member in grid.members:
         long = member.name.startswith(longer)
         assert member.overrides["total_steps"] == (4500 if long else 3000), member.name
