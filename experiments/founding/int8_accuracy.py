@@ -46,7 +46,9 @@ def pooled_iou(confusion: np.ndarray, index: int) -> float:
     return float(tp / (confusion[index].sum() + confusion[:, index].sum() - tp))
 
 
-def measure(directory: str) -> dict:
+def calibration_set(directory: str):
+    """(restored run, its dataset, scoring size, calibration inputs): CALIBRATION_IMAGES
+    training images chosen at random (seed 0), resized whole to ``data.eval_size``."""
     restored = restore(directory)
     data = restored.config.data
     size = tuple(data.eval_size)
@@ -58,6 +60,12 @@ def measure(directory: str) -> dict:
     order = np.random.default_rng(0).permutation(len(train))[:CALIBRATION_IMAGES]
     images = (resize(train[int(i)]["image"], train[int(i)]["mask"], size)[0] for i in order)
     inputs = calibration_inputs(images, size, mean, std, count=CALIBRATION_IMAGES)
+    return restored, dataset, size, inputs
+
+
+def measure(directory: str) -> dict:
+    restored, dataset, size, inputs = calibration_set(directory)
+    mean, std = normalisation(restored)
     fp32 = export_onnx(restored, size)
     runtimes = {"fp32": session(fp32), "int8": session(quantize_int8(fp32, inputs))}
     index = list(restored.class_names).index("nucleus")
