@@ -129,3 +129,34 @@ def test_relu6_as_max_and_min_becomes_one_clip_with_the_same_values():
     assert [n.op_type for n in rewritten.graph.node] == ["Clip", "Clip", "Max", "Min", "Add"]
     np.testing.assert_array_equal(run(rewritten), before)
     np.testing.assert_array_equal(before, 2 * np.clip(x, 0, 6))
+
+
+def test_the_paper_unet_with_transposed_convolutions_quantises():
+    """jax2onnx flips a transposed convolution's kernel with a Slice, where onnxruntime's
+    symbolic shape inference gave up ("Incomplete symbolic shape inference") and --int8 failed."""
+    pytest.importorskip("jax2onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+
+    from segjax.defaults import base_config
+    from segjax.export import export_onnx
+    from segjax.inference import Restored
+    from segjax.quantize import quantize_int8
+    from segjax.validation import build_model
+    from tests.model_utils import random_variables
+
+    config = base_config()
+    config.model.arch, config.model.encoder = "unet_paper", ""
+    config.model.filters, config.model.norm, config.model.dropout = (4, 8), "batch", 0.0
+    model = build_model(config, 2, 3)
+    variables = random_variables(model, (1, 16, 16, 3), 0, gain=1.0, bias_std=0.1, train=False)
+    restored = Restored(model, variables, config, ("background", "foreground"), 3, 2, 0)
+    fp32 = export_onnx(restored, (16, 16))
+    assert b"ConvTranspose" in fp32
+    inputs = [
+        np.random.default_rng(i).normal(size=(1, 16, 16, 3)).astype(np.float32) for i in range(4)
+    ]
+    int8 = quantize_int8(fp32, inputs)
+    session = onnxruntime.InferenceSession(int8, providers=["CPUExecutionProvider"])
+    logits = session.run(None, {session.get_inputs()[0].name: inputs[0]})[0]
+    assert logits.shape == (1, 16, 16, 2) and np.isfinite(logits).all()
+    assert b"QuantizeLinear" in int8
