@@ -15,6 +15,7 @@ float32, 0.8071 with the last, 0.8234 with both; percentile calibration instead 
 0.8146.
 """
 
+import contextlib
 import os
 import tempfile
 from collections import defaultdict
@@ -79,11 +80,14 @@ def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
         with open(fp32, "wb") as file:
             file.write(model)
         try:
-            quantization.quant_pre_process(fp32, prepared)
+            # When it fails, onnxruntime's symbolic shape inference dumps the model (tens of MB)
+            # into the working directory: there, the scratch one.
+            with contextlib.chdir(scratch):
+                quantization.quant_pre_process(fp32, prepared)
         except Exception as error:
-            # onnxruntime's symbolic shape inference gives up on a transposed convolution whose
-            # kernel jax2onnx flips with a Slice (the paper U-Net's upsampling); the shapes are
-            # static, so ONNX's own inference, which still runs, is enough.
+            # It gives up on a transposed convolution whose kernel jax2onnx flips with a Slice
+            # (the paper U-Net's upsampling); the shapes are static, so ONNX's own inference,
+            # which still runs, is enough.
             if "symbolic shape inference" not in str(error):
                 raise
             quantization.quant_pre_process(fp32, prepared, skip_symbolic_shape=True)

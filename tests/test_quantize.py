@@ -131,9 +131,10 @@ def test_relu6_as_max_and_min_becomes_one_clip_with_the_same_values():
     np.testing.assert_array_equal(before, 2 * np.clip(x, 0, 6))
 
 
-def test_the_paper_unet_with_transposed_convolutions_quantises():
+def test_the_paper_unet_with_transposed_convolutions_quantises(tmp_path, monkeypatch):
     """jax2onnx flips a transposed convolution's kernel with a Slice, where onnxruntime's
-    symbolic shape inference gave up ("Incomplete symbolic shape inference") and --int8 failed."""
+    symbolic shape inference gave up ("Incomplete symbolic shape inference") and --int8 failed;
+    nor may its failure dump files into the working directory."""
     pytest.importorskip("jax2onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -152,6 +153,7 @@ def test_the_paper_unet_with_transposed_convolutions_quantises():
     restored = Restored(model, variables, config, ("background", "foreground"), 3, 2, 0)
     fp32 = export_onnx(restored, (16, 16))
     assert b"ConvTranspose" in fp32
+    monkeypatch.chdir(tmp_path)
     inputs = [
         np.random.default_rng(i).normal(size=(1, 16, 16, 3)).astype(np.float32) for i in range(4)
     ]
@@ -160,3 +162,4 @@ def test_the_paper_unet_with_transposed_convolutions_quantises():
     logits = session.run(None, {session.get_inputs()[0].name: inputs[0]})[0]
     assert logits.shape == (1, 16, 16, 2) and np.isfinite(logits).all()
     assert b"QuantizeLinear" in int8
+    assert list(tmp_path.iterdir()) == []
