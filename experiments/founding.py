@@ -151,30 +151,26 @@ NESTED_UNET_RECIPE = {
     "loss.weights.cross_entropy": 0.5,
 }
 
+
 # Grid models: (name, family whose recipe it takes, config, overrides).
+def family(name: str, extra: dict | None = None) -> tuple[str, dict]:
+    """(config, overrides) of a family's U-Net, with ``extra`` overrides."""
+    config, overrides = FAMILIES[name]
+    return config, {**overrides, **(extra or {})}
+
+
 GRID = (
-    ("unet_resnet34", "resnet34", *FAMILIES["resnet34"]),
-    ("unet_ghostnet100", "ghostnet100", *FAMILIES["ghostnet100"]),
+    ("unet_resnet34", "resnet34", *family("resnet34")),
+    ("unet_ghostnet100", "ghostnet100", *family("ghostnet100")),
     (
         "unet_ghostnet100_ghostdecoder",
         "ghostnet100",
-        FAMILIES["ghostnet100"][0],
-        {**FAMILIES["ghostnet100"][1], "model.decoder_block": "ghost"},
+        *family("ghostnet100", {"model.decoder_block": "ghost"}),
     ),
-    ("unet_mobilenetv2", "mobilenetv2", *FAMILIES["mobilenetv2"]),
-    ("unet_efficientnetlite0", "efficientnetlite0", *FAMILIES["efficientnetlite0"]),
-    (
-        "unetpp_resnet34",
-        "resnet34",
-        FAMILIES["resnet34"][0],
-        {**FAMILIES["resnet34"][1], "model.arch": "unetpp"},
-    ),
-    (
-        "unetpp_ghostnet100",
-        "ghostnet100",
-        FAMILIES["ghostnet100"][0],
-        {**FAMILIES["ghostnet100"][1], "model.arch": "unetpp"},
-    ),
+    ("unet_mobilenetv2", "mobilenetv2", *family("mobilenetv2")),
+    ("unet_efficientnetlite0", "efficientnetlite0", *family("efficientnetlite0")),
+    ("unetpp_resnet34", "resnet34", *family("resnet34", {"model.arch": "unetpp"})),
+    ("unetpp_ghostnet100", "ghostnet100", *family("ghostnet100", {"model.arch": "unetpp"})),
     ("unet_paper", None, "configs/unet_paper.py:dsb2018", NESTED_UNET_PAPER),
     ("unetpp_paper", None, "configs/unetpp_paper.py:dsb2018", NESTED_UNET_PAPER),
 )
