@@ -13,11 +13,9 @@ Two experiments share one protocol (``PROTOCOL``), each a variant of this file:
 - ``tuning``: U-Net on each encoder family at ``TUNING_STEPS``, one seed, every recipe of
   ``RECIPES``, scored on the validation split only: a family's chosen recipe is its best
   validation nucleus IoU (``tuning.md``).
-- ``grid``: every model of the founding question at ``GRID_STEPS`` (``LONG_MODELS``:
-  ``LONG_STEPS``) with its encoder's grid recipe (``GRID_RECIPE``), seeds 0, 1, 2, the
-  checkpoint chosen on validation and the test split scored once; the paper U-Net and U-Net++
-  in pytorch-nested-unet's network and recipe, whose published table (U-Net 0.839, U-Net++
-  0.842 IoU) they reproduce (``answer.md``).
+- ``grid``: every model of the founding question (``steps_of``) at its encoder's grid recipe
+  (``GRID_RECIPE``), seeds 0-2, chosen on validation, the test split scored once; the paper
+  U-Net and U-Net++ reproduce pytorch-nested-unet's table (0.839 / 0.842 IoU, ``answer.md``).
 
 Protocol: whole images resized to 96x96, for training and for scoring, as both published anchors
 do (pytorch-nested-unet at 96x96, U-Bench at 256x256), so the numbers compare with theirs; on this
@@ -50,10 +48,15 @@ LONG_STEPS = 4500
 LONG_MODELS = (
     "unetpp_resnet34",
     "unetpp_ghostnet100",
-    "unetpp_paper",  # as its U-Net++ siblings: not tried at 3000
     "unet_mobilenetv2",
     "unet_ghostnet100_ghostdecoder",
 )
+# The paper U-Net++, only the reproduction's: seed 0, trained for what one session holds (3 h on a
+# fresh machine; its 108 MB checkpoint cannot follow it to the next). A step costs 2.8 paper U-Net
+# steps (9.2 s against 3.3 s side by side), 4.5-7.9 s alone over the machines seen: 4500 steps
+# would take 5.5-10 h, 1080 (19 epochs of 464) take 1.4-2.4 h.
+REPRODUCTION_ONLY = {"unetpp_paper": (0,)}
+REPRODUCTION_STEPS = {"unetpp_paper": 1080}
 EVALUATIONS = 12  # validation passes per member, evenly spaced
 
 PROTOCOL = {
@@ -202,6 +205,8 @@ def budget(steps: int) -> dict:
 
 
 def steps_of(model: str) -> int:
+    if model in REPRODUCTION_STEPS:
+        return REPRODUCTION_STEPS[model]
     return LONG_STEPS if model in LONG_MODELS else GRID_STEPS
 
 
@@ -288,7 +293,8 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
     lines = [
         "# founding_grid: the answer table",
         "",
-        f"{GRID_STEPS} steps of batch 8 ({', '.join(LONG_MODELS)}: {LONG_STEPS}) on whole images "
+        f"{GRID_STEPS} steps of batch 8 ({', '.join(LONG_MODELS)}: {LONG_STEPS}; "
+        f"{', '.join(f'{m}: {n}' for m, n in REPRODUCTION_STEPS.items())}) on whole images "
         "resized to 96x96, each encoder's grid recipe (GRID_RECIPE: the tuning's choice; "
         "GhostNet-1.0 AdamW 3e-3, see README); test split (100 images at 96x96), checkpoint of "
         "best validation nucleus IoU; "
@@ -450,11 +456,6 @@ def tuning() -> Experiment:
         tables=tuning_tables,
     )
 
-
-# Seeds of the paper U-Net++, which only the reproduction needs: one. It is the grid's costliest
-# model: a step costs 2.8 paper U-Net steps (9.2 s against 3.3 s, timed side by side on
-# 2026-12-02 while the grid trained): 4500 steps take about 5.5 hours of this CPU.
-REPRODUCTION_ONLY = {"unetpp_paper": (0,)}
 
 # "Extra seeds where the spread is large", decided before the seeds were seen: a model whose best
 # validation nucleus IoU (what selection sees; never the test split) varies by a standard

@@ -319,11 +319,12 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
-    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # LONG_MODELS train longer
-    longer = ("unetpp_", "unet_mobilenetv2_", "unet_ghostnet100_ghostdecoder_")
+    assert len(grid.members) == 25 and len(budgets_of(grid)) == 3  # LONG_MODELS, reproduction
+    longer = ("unetpp_resnet34", "unetpp_ghostnet100", "unet_mobilenetv2", "unet_ghostnet100_g")
     for member in grid.members:
-        long = member.name.startswith(longer)
-        assert member.overrides["total_steps"] == (4500 if long else 3000), member.name
+        steps = 1080 if member.name == "unetpp_paper_seed0" else 3000
+        steps = 4500 if member.name.startswith(longer) else steps
+        assert member.overrides["total_steps"] == steps, member.name
         assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
         m.name.removeprefix("unet_"): {k: v for k, v in m.overrides.items() if "optimizer." in k}
