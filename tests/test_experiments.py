@@ -319,11 +319,10 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
-    assert len(grid.members) == 25 and len(budgets_of(grid)) == 3  # LONG_MODELS, reproduction
+    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # GRID_STEPS, LONG_MODELS
     longer = ("unetpp_resnet34", "unetpp_ghostnet100", "unet_mobilenetv2", "unet_ghostnet100")
     for member in grid.members:
-        steps = 1080 if member.name == "unetpp_paper_seed0" else 3000
-        steps = 4500 if member.name.startswith(longer) else steps
+        steps = 4500 if member.name.startswith(longer) else 3000
         assert member.overrides["total_steps"] == steps, member.name
         assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
