@@ -321,6 +321,7 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
     assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # GRID_STEPS, LONG_MODELS
     longer = ("unetpp_resnet34", "unetpp_ghostnet100", "unet_mobilenetv2", "unet_ghostnet100")
+    longer += ("unet_resnet34",)
     for member in grid.members:
         steps = 4500 if member.name.startswith(longer) else 3000
         assert member.overrides["total_steps"] == steps, member.name
