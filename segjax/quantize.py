@@ -16,6 +16,7 @@ float32, 0.8071 with the last, 0.8234 with both; percentile calibration instead 
 """
 
 import contextlib
+import io
 import os
 import tempfile
 from collections import defaultdict
@@ -55,8 +56,48 @@ def calibration_inputs(
     return inputs
 
 
-def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
-    """The int8 (QDQ) form of the float32 ONNX ``model``, calibrated on ``inputs``."""
+def prepared_graph(model: bytes):
+    """The float32 ONNX ``model`` as the quantiser sees it: onnxruntime's pre-processing
+    (shapes inferred, BatchNorm folded into the convolution before it), every node named (keeping
+    a node in float32 goes by its name)."""
+    import onnx
+    from onnxruntime import quantization
+
+    with tempfile.TemporaryDirectory(prefix="segjax-int8-") as scratch:
+        fp32 = os.path.join(scratch, "fp32.onnx")
+        prepared = os.path.join(scratch, "prepared.onnx")
+        with open(fp32, "wb") as file:
+            file.write(model)
+        try:
+            # When it fails, onnxruntime's symbolic shape inference dumps the model (tens of MB)
+            # into the working directory: there, the scratch one.
+            with contextlib.chdir(scratch):
+                quantization.quant_pre_process(fp32, prepared)
+        except Exception as error:
+            # It gives up on a transposed convolution whose kernel jax2onnx flips with a Slice
+            # (the paper U-Net's upsampling); the shapes are static, so ONNX's own inference,
+            # which still runs, is enough.
+            if "symbolic shape inference" not in str(error):
+                raise
+            quantization.quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
+        graph = onnx.load(prepared)
+    for index, node in enumerate(graph.graph.node):
+        node.name = node.name or f"{node.op_type}_{index}"
+    return graph
+
+
+def quantize_int8(
+    model: bytes,
+    inputs: list[np.ndarray],
+    keep_float: Iterable[str] = (),
+    percentile: float | None = None,
+) -> bytes:
+    """The int8 (QDQ) form of the float32 ONNX ``model``, calibrated on ``inputs``.
+
+    ``keep_float``: names of nodes of ``prepared_graph(model)`` left in float32 besides the
+    boundary convolutions; ``percentile``: activation ranges from that percentile of the
+    calibration values (e.g. 99.99) instead of their min/max.
+    """
     try:
         import onnx
         from onnxruntime import quantization
@@ -73,39 +114,30 @@ def quantize_int8(model: bytes, inputs: list[np.ndarray]) -> bytes:
             x = next(self._inputs, None)
             return None if x is None else {name: x}
 
+    graph = prepared_graph(model)
+    calibration = {"calibrate_method": quantization.CalibrationMethod.MinMax}
+    if percentile is not None:
+        calibration = {
+            "calibrate_method": quantization.CalibrationMethod.Percentile,
+            "extra_options": {"CalibPercentile": percentile},
+        }
     with tempfile.TemporaryDirectory(prefix="segjax-int8-") as scratch:
-        fp32 = os.path.join(scratch, "fp32.onnx")
         prepared = os.path.join(scratch, "prepared.onnx")
         int8 = os.path.join(scratch, "int8.onnx")
-        with open(fp32, "wb") as file:
-            file.write(model)
-        try:
-            # When it fails, onnxruntime's symbolic shape inference dumps the model (tens of MB)
-            # into the working directory: there, the scratch one.
-            with contextlib.chdir(scratch):
-                quantization.quant_pre_process(fp32, prepared)
-        except Exception as error:
-            # It gives up on a transposed convolution whose kernel jax2onnx flips with a Slice
-            # (the paper U-Net's upsampling); the shapes are static, so ONNX's own inference,
-            # which still runs, is enough.
-            if "symbolic shape inference" not in str(error):
-                raise
-            quantization.quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
-        graph = onnx.load(prepared)
-        for index, node in enumerate(graph.graph.node):  # exclusion goes by node name
-            node.name = node.name or f"{node.op_type}_{index}"
         onnx.save(graph, prepared)
-        quantization.quantize_static(
-            prepared,
-            int8,
-            Reader(),
-            quant_format=quantization.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
-            nodes_to_exclude=boundary_convs(graph.graph),
-        )
+        # (histogram calibration prints its progress to stdout)
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantization.quantize_static(
+                prepared,
+                int8,
+                Reader(),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                nodes_to_exclude=sorted(set(boundary_convs(graph.graph)) | set(keep_float)),
+                **calibration,
+            )
         with open(int8, "rb") as file:
             quantized = file.read()
     check_scales(onnx.load_from_string(quantized))

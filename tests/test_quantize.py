@@ -163,3 +163,63 @@ def test_the_paper_unet_with_transposed_convolutions_quantises(tmp_path, monkeyp
     assert logits.shape == (1, 16, 16, 2) and np.isfinite(logits).all()
     assert b"QuantizeLinear" in int8
     assert list(tmp_path.iterdir()) == []
+
+
+def conv_chain():
+    """x -> conv a -> relu -> conv b -> relu -> conv c -> y, 1 channel, 3x3 kernels of ones / 9:
+    only 'b' is neither next to the input nor to the output."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    nodes, previous = [], "x"
+    for name in ("a", "b", "c"):
+        nodes.append(
+            helper.make_node("Conv", [previous, "w"], [f"{name}_out"], name=name, pads=[1] * 4)
+        )
+        if name != "c":
+            nodes.append(
+                helper.make_node("Relu", [f"{name}_out"], [f"{name}_relu"], name=f"relu_{name}")
+            )
+            previous = f"{name}_relu"
+    tensor = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [tensor("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [tensor("c_out", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 3, 3], [1 / 9] * 9)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx, model.SerializeToString()
+
+
+def test_keep_float_leaves_the_named_convolution_unquantised_and_percentile_clips_outliers():
+    pytest.importorskip("onnxruntime")
+    from onnx import numpy_helper
+
+    from segjax.quantize import prepared_graph, quantize_int8
+
+    onnx, model = conv_chain()
+    assert [n.name for n in prepared_graph(model).graph.node if n.op_type == "Conv"] == [
+        "a",
+        "b",
+        "c",
+    ]
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(0, 1, (1, 1, 8, 8)).astype(np.float32) for _ in range(40)]
+    inputs[0][0, 0, 4, 4] = 900.0  # b sees 100 at 9 of its 2560 values (0.35%), otherwise <= 1
+
+    def input_scale(blob):
+        """The scale b's input is quantised with (None: b runs in float32)."""
+        graph = onnx.load_from_string(blob).graph
+        initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "QuantizeLinear" and node.input[0] == "a_relu":
+                return float(initializers[node.input[1]])
+        return None
+
+    minmax = input_scale(quantize_int8(model, inputs))
+    assert minmax == pytest.approx(100 / 255, rel=0.01)
+    assert input_scale(quantize_int8(model, inputs, keep_float=["b"])) is None
+    percentile = input_scale(quantize_int8(model, inputs, percentile=99.0))
+    assert percentile < minmax / 20

@@ -63,28 +63,39 @@ def calibration_set(directory: str):
     return restored, dataset, size, inputs
 
 
+def test_set(restored, dataset, size) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normalised (1, H, W, C) input, mask) of every test image, resized as ``segjax.evaluate``
+    does at ``data.eval_size``."""
+    mean, std = normalisation(restored)
+    test = dataset.split("test")
+    pairs = []
+    for i in range(len(test)):
+        image, mask = resize(test[i]["image"], test[i]["mask"], size)
+        pairs.append((normalize(image, mean, std)[None], mask))
+    return pairs
+
+
+def nucleus_iou(blob: bytes, tests: list, class_names) -> float:
+    """The ONNX model ``blob``'s nucleus IoU, pooled over ``tests``."""
+    ort = session(blob)
+    classes = len(class_names)
+    confusion = np.zeros((max(classes, 2),) * 2, np.int64)
+    for x, mask in tests:
+        predicted = np.argmax(ort.run(None, {ort.get_inputs()[0].name: x})[0][0], axis=-1)
+        confusion += np.asarray(
+            confusion_matrix(predicted, mask, np.ones(mask.shape, bool), classes)
+        )
+    return pooled_iou(confusion, list(class_names).index("nucleus"))
+
+
 def measure(directory: str) -> dict:
     restored, dataset, size, inputs = calibration_set(directory)
-    mean, std = normalisation(restored)
     fp32 = export_onnx(restored, size)
-    runtimes = {"fp32": session(fp32), "int8": session(quantize_int8(fp32, inputs))}
-    index = list(restored.class_names).index("nucleus")
-    classes = len(restored.class_names)
-    confusions = {name: np.zeros((max(classes, 2),) * 2, np.int64) for name in runtimes}
-    test = dataset.split("test")
-    for i in range(len(test)):
-        example = test[i]
-        image, mask = resize(example["image"], example["mask"], size)
-        x = normalize(image, mean, std)[None]
-        for name, ort in runtimes.items():
-            logits = ort.run(None, {ort.get_inputs()[0].name: x})[0]
-            predicted = np.argmax(logits[0], axis=-1)
-            confusions[name] += np.asarray(
-                confusion_matrix(predicted, mask, np.ones(mask.shape, bool), classes)
-            )
+    tests = test_set(restored, dataset, size)
+    fp32_iou = nucleus_iou(fp32, tests, restored.class_names)
+    int8_iou = nucleus_iou(quantize_int8(fp32, inputs), tests, restored.class_names)
     with open(os.path.join(directory, "eval_test.json")) as file:
         evaluated = json.load(file)
-    fp32_iou, int8_iou = (pooled_iou(confusions[n], index) for n in ("fp32", "int8"))
     return {
         "member": os.path.basename(directory),
         "step": restored.step,
@@ -94,6 +105,18 @@ def measure(directory: str) -> dict:
         "difference": int8_iou - fp32_iou,
         "calibration": f"{CALIBRATION_IMAGES} training images resized to {size[0]}x{size[1]}",
     }
+
+
+def each_member(directories: list[str], report) -> int:
+    """``report(directory)`` for each run directory; exit status 2 at the first one whose
+    checkpoint is not on this machine."""
+    for directory in directories:
+        try:
+            report(directory)
+        except CheckpointError as error:  # trained on another machine: only its records are here
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    return 0
 
 
 def main() -> int:

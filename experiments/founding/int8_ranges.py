@@ -16,13 +16,12 @@ folded into the convolutions, as the quantiser sees it):
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
-from int8_accuracy import calibration_set
+from int8_accuracy import calibration_set, each_member
 
-from segjax.errors import CheckpointError
 from segjax.export import export_onnx
+from segjax.quantize import prepared_graph
 
 SMALL = 1 / 16  # a channel below this share of its tensor's |max| gets at most 16 levels
 
@@ -31,14 +30,8 @@ def intermediate_outputs(model: bytes, inputs: list[np.ndarray]):
     """(names, op types, per-input outputs) of every node output of the pre-processed graph."""
     import onnx
     import onnxruntime
-    from onnxruntime import quantization
 
-    with tempfile.TemporaryDirectory(prefix="segjax-ranges-") as scratch:
-        fp32, prepared = os.path.join(scratch, "fp32.onnx"), os.path.join(scratch, "prep.onnx")
-        with open(fp32, "wb") as file:
-            file.write(model)
-        quantization.quant_pre_process(fp32, prepared)
-        graph = onnx.load(prepared)
+    graph = prepared_graph(model)
     ops = {out: node.op_type for node in graph.graph.node for out in node.output}
     names = list(ops)
     del graph.graph.output[:]
@@ -85,13 +78,7 @@ def main() -> int:
     parser.add_argument("members", nargs="+", help="run directories with a checkpoint")
     parser.add_argument("--worst", type=int, default=5, help="tensors listed per measure")
     args = parser.parse_args()
-    for directory in args.members:
-        try:
-            report(directory, args.worst)
-        except CheckpointError as error:  # trained on another machine: only its records are here
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    return 0
+    return each_member(args.members, lambda directory: report(directory, args.worst))
 
 
 if __name__ == "__main__":
