@@ -36,6 +36,7 @@ from segjax.errors import UserError
 from segjax.export import export_function, export_onnx, export_stablehlo, normalisation
 from segjax.inference import Restored, restore
 from segjax.models.counting import summarize
+from segjax.models.random_init import random_variables
 from segjax.runs import load_config
 from segjax.validation import build_model
 from segjax.workdir import DATASET_RECORD, read_dataset_record
@@ -66,11 +67,11 @@ def define_flags() -> None:
 
 
 def initialised(config, class_names: tuple[str, ...], channels: int) -> Restored:
-    """``config``'s model, randomly initialised (seed 0), as ``segjax.export`` takes it."""
+    """``config``'s model with random weights (seed 0, LeCun-normal kernels as flax's init
+    draws them, without compiling it; latency and file sizes do not depend on their values), as
+    ``segjax.export`` takes it."""
     model = build_model(config, len(class_names), channels)
-    variables = jax.jit(lambda key: model.init(key, np.zeros((1, 64, 64, channels)), train=False))(
-        jax.random.PRNGKey(0)
-    )
+    variables = random_variables(model, (1, 64, 64, channels), seed=0, gain=1.0, train=False)
     return Restored(
         model=model,
         variables=variables,
