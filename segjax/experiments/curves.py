@@ -70,10 +70,18 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: st
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False, sharey=True
+        rows,
+        columns,
+        figsize=(4 * columns, 3 * rows),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",  # unlike tight_layout, leaves room for the suptitle
     )
     values = [v for curve in curves.values() for _, v in curve]
+    # Explicit limits on both ends: with shared axes, a bottom-only limit let the top clip the
+    # best (last) points, the ones the convergence criterion is about.
     low = max(0.0, min(values) - 0.02) if values else 0.0
+    high = max(values) + 0.01 if values else 1.0
     for axis, (panel, names) in zip(axes.flat, panels.items(), strict=False):
         last = max(step for name in names for step, _ in curves[name])
         axis.axvspan(0.75 * last, last, color="tab:grey", alpha=0.15, lw=0)
@@ -82,9 +90,10 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: st
             label = name[len(panel) :].lstrip("_") or name
             axis.plot(steps, scores, marker=".", lw=1, label=label)
         axis.set_title(panel, fontsize=9)
-        axis.set_ylim(low, None)
+        axis.set_ylim(low, high)
         axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")
+        if names != [panel]:  # a panel of one unseeded member is named by its title
+            axis.legend(fontsize=7, loc="lower right")
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis in axes[:, 0]:
@@ -92,6 +101,5 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: st
     for axis in axes[-1]:
         axis.set_xlabel("step")
     figure.suptitle(title + " (grey: the last quarter of the budget)")
-    figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
