@@ -340,14 +340,21 @@ def test_int8_export_is_quantised_and_keeps_the_masks(trained, shapes_small, tmp
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     files = {}
-    for name, extra in (("fp32", []), ("int8", ["--int8", "--calibration_images", "16"])):
+    calibrate = ["--int8", "--calibration_images", "16"]
+    for name, extra in (
+        ("fp32", []),
+        ("int8", calibrate),
+        ("int8_percentile", [*calibrate, "--int8_percentile", "99.9"]),
+    ):
         files[name] = tmp_path / f"{name}.onnx"
         result = run(export_command(trained, "onnx", files[name], "--size", "64", *extra))
         assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads((tmp_path / "int8.onnx.json").read_text())
-    assert info["quantization"]["calibration"] == (
-        "16 random 64x64 crops of the run's training split"
-    )
+    info = json.loads((tmp_path / "int8.onnx.json").read_text())["quantization"]
+    assert info["calibration"] == "16 random 64x64 crops of the run's training split"
+    assert info["type"].endswith("uint8 per tensor (min/max)")
+    assert 0.0 <= info["miou_against_float32"] <= 1.0
+    percentile = json.loads((tmp_path / "int8_percentile.onnx.json").read_text())["quantization"]
+    assert percentile["type"].endswith("uint8 per tensor (percentile 99.9)")
     graph = onnx.load(str(files["int8"])).graph
     assert any(node.op_type == "QuantizeLinear" for node in graph.node)
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
@@ -365,11 +372,24 @@ def test_int8_export_is_quantised_and_keeps_the_masks(trained, shapes_small, tmp
     # 0.96 measured on this barely trained model (12 steps); 0.65 when a tensor's range was
     # infinite (the -inf padding the ResNet stem had)
     assert (masks["int8"] == masks["fp32"]).mean() > 0.9
+    assert (masks["int8_percentile"] == masks["fp32"]).mean() > 0.9
 
 
 def test_int8_is_refused_for_stablehlo(tmp_path):
     result = run(export_command(tmp_path, "stablehlo", tmp_path / "m.stablehlo", "--int8"))
     assert_one_error_line(result, 2, "--int8 quantises ONNX models: use it with --format onnx")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--int8_percentile", "99.9"], "--int8_percentile calibrates an int8 model: use it"),
+        (["--int8", "--int8_percentile", "101"], "--int8_percentile=101 must be in (50, 100]"),
+    ],
+)
+def test_a_percentile_without_int8_or_out_of_range_is_refused(tmp_path, flags, message):
+    result = run(export_command(tmp_path, "onnx", tmp_path / "m.onnx", *flags))
+    assert_one_error_line(result, 2, message)
 
 
 def test_the_overlap_fits_an_exported_models_fixed_size():

@@ -223,3 +223,32 @@ def test_keep_float_leaves_the_named_convolution_unquantised_and_percentile_clip
     assert input_scale(quantize_int8(model, inputs, keep_float=["b"])) is None
     percentile = input_scale(quantize_int8(model, inputs, percentile=99.0))
     assert percentile < minmax / 20
+
+
+def test_agreement_is_a_per_class_iou_that_a_collapse_to_background_fails():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from segjax.quantize import agreement
+
+    def model(*nodes):
+        tensor = helper.make_tensor_value_info
+        graph = helper.make_graph(
+            list(nodes),
+            "g",
+            [tensor("x", TensorProto.FLOAT, [1, 4, 4, 2])],
+            [tensor("y", TensorProto.FLOAT, [1, 4, 4, 2])],
+            [helper.make_tensor("bias", TensorProto.FLOAT, [2], [100.0, 0.0])],
+        )
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    same = model(helper.make_node("Identity", ["x"], ["y"])).SerializeToString()
+    # every pixel background: x + (100, 0) for inputs well below 100
+    background = model(helper.make_node("Add", ["x", "bias"], ["y"])).SerializeToString()
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    x[..., 1] = 1.0
+    x[0, :, :3, 1] = -1.0  # 12 background pixels, 4 foreground
+    assert agreement(same, same, [x]) == 1.0
+    # background: IoU 12/16; foreground: 0 -> 0.375, where 75% of the pixels agree
+    assert agreement(same, background, [x]) == pytest.approx(0.375)
