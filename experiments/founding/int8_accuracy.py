@@ -88,12 +88,16 @@ def nucleus_iou(blob: bytes, tests: list, class_names) -> float:
     return pooled_iou(confusion, list(class_names).index("nucleus"))
 
 
-def measure(directory: str) -> dict:
+def measure(directory: str, percentile: float | None = None) -> dict:
     restored, dataset, size, inputs = calibration_set(directory)
     fp32 = export_onnx(restored, size)
     tests = test_set(restored, dataset, size)
     fp32_iou = nucleus_iou(fp32, tests, restored.class_names)
-    int8_iou = nucleus_iou(quantize_int8(fp32, inputs), tests, restored.class_names)
+    int8 = quantize_int8(fp32, inputs, percentile=percentile)
+    int8_iou = nucleus_iou(int8, tests, restored.class_names)
+    calibration = f"{CALIBRATION_IMAGES} training images resized to {size[0]}x{size[1]}"
+    if percentile is not None:
+        calibration += f"; activation ranges: percentile {percentile:g}"
     with open(os.path.join(directory, "eval_test.json")) as file:
         evaluated = json.load(file)
     return {
@@ -103,7 +107,7 @@ def measure(directory: str) -> dict:
         "fp32": fp32_iou,
         "int8": int8_iou,
         "difference": int8_iou - fp32_iou,
-        "calibration": f"{CALIBRATION_IMAGES} training images resized to {size[0]}x{size[1]}",
+        "calibration": calibration,
     }
 
 
@@ -124,6 +128,12 @@ def main() -> int:
     parser.add_argument("--workdir", required=True, help="the grid's workdir")
     parser.add_argument("--out", required=True, help="the JSON file to write")
     parser.add_argument("--note", default="", help="stored with each member measured in this run")
+    parser.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="activation ranges from this percentile of the calibration values (default: min/max)",
+    )
     args = parser.parse_args()
     members = sorted(
         name
@@ -143,7 +153,7 @@ def main() -> int:
             continue
         print(f"{name} ...", flush=True)
         try:
-            results[name] = row = measure(os.path.join(args.workdir, name))
+            results[name] = row = measure(os.path.join(args.workdir, name), args.percentile)
         except CheckpointError as error:  # trained on another machine: only its records are here
             print(f"  skipped: {error}", flush=True)
             continue

@@ -3,8 +3,9 @@
     python experiments/founding/int8_ranges.py runs/founding_grid/<member> [...]
 
 For each member (a run directory with a checkpoint), on the calibration images int8_accuracy.py
-uses, every tensor of the exported float32 graph after onnxruntime's pre-processing (BatchNorm
-folded into the convolutions, as the quantiser sees it):
+uses: how well its int8 model's classes match float32's there (``segjax.quantize.agreement``,
+what ``segjax.export --int8`` checks), then for every tensor of the exported float32 graph after
+onnxruntime's pre-processing (BatchNorm folded into the convolutions, as the quantiser sees it):
 
 - outliers: the largest range (max - min) over the tensor's 99.9th percentile of |x|; a large
   ratio means min/max calibration leaves most values one or two levels;
@@ -21,7 +22,7 @@ import numpy as np
 from int8_accuracy import calibration_set, each_member
 
 from segjax.export import export_onnx
-from segjax.quantize import prepared_graph
+from segjax.quantize import agreement, prepared_graph, quantize_int8
 
 SMALL = 1 / 16  # a channel below this share of its tensor's |max| gets at most 16 levels
 
@@ -45,7 +46,9 @@ def intermediate_outputs(model: bytes, inputs: list[np.ndarray]):
 
 def report(directory: str, worst: int) -> None:
     restored, _, size, inputs = calibration_set(directory)
-    names, ops, outputs = intermediate_outputs(export_onnx(restored, size), inputs)
+    fp32 = export_onnx(restored, size)
+    matched = agreement(fp32, quantize_int8(fp32, inputs), inputs)
+    names, ops, outputs = intermediate_outputs(fp32, inputs)
     ratios, spreads = [], []
     for i, name in enumerate(names):
         values = np.concatenate([out[i] for out in outputs], axis=0)
@@ -61,6 +64,7 @@ def report(directory: str, worst: int) -> None:
     ratios.sort(reverse=True)
     spreads.sort(reverse=True)
     print(f"{os.path.basename(os.path.normpath(directory))}: {len(inputs)} calibration images")
+    print(f"  int8 (min/max) classes against float32's there: mean IoU {matched:.4f}")
     print(f"  outliers: largest range / 99.9th percentile of |x|: {ratios[0][0]:.1f}")
     for ratio, op, name in ratios[:worst]:
         print(f"    {ratio:7.1f}  {op:10s} {name}")
