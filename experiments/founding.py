@@ -299,7 +299,7 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
         "mean +- sample sd over seeds. Nucleus IoU (set): pooled over the split's pixels; per "
         "image: averaged over images. Steps to 95%: first evaluation reaching 95% of the best "
         "validation nucleus IoU, the checkpoint scored (mean over seeds); seconds: times the "
-        "step timed alone.",
+        "step timed alone. int8: activation ranges from min/max (int8_accuracy.py).",
         "",
         "| model | seeds | test nucleus IoU (set) | per image | test mIoU | params | GMACs@256 "
         "| steps to 95% | s to 95% | train img/s | JAX ms b1@256 | ORT fp32 ms | ORT int8 ms "
