@@ -299,11 +299,12 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
         "mean +- sample sd over seeds. Nucleus IoU (set): pooled over the split's pixels; per "
         "image: averaged over images. Steps to 95%: first evaluation reaching 95% of the best "
         "validation nucleus IoU, the checkpoint scored (mean over seeds); seconds: times the "
-        "step timed alone. int8: activation ranges from min/max (int8_accuracy.py).",
+        "step timed alone. int8: activation ranges from min/max (int8_accuracy.py), each seed's "
+        "drop (one seed's collapse would make a mean +- sd meaningless).",
         "",
         "| model | seeds | test nucleus IoU (set) | per image | test mIoU | params | GMACs@256 "
         "| steps to 95% | s to 95% | train img/s | JAX ms b1@256 | ORT fp32 ms | ORT int8 ms "
-        "| ONNX fp32 / int8 MB | int8 - fp32 test IoU |",
+        "| ONNX fp32 / int8 MB | int8 - fp32 test IoU, per seed |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for model, members in models.items():
@@ -332,7 +333,7 @@ def grid_tables(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
             f"| {cell(first['train_img_per_sec'], '{:.1f}')} "
             f"| {cell(first['inference_ms'], '{:.1f}')} | {latency('ort_fp32')} "
             f"| {latency('ort_int8')} "
-            f"| {sizes} | {spread(drops) if drops else '-'} |"
+            f"| {sizes} | {', '.join(f'{d:+.4f}' for d in drops) or '-'} |"
         )
     lines += seed_spread_lines(models, workdir)
     lines += [
