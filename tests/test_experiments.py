@@ -345,6 +345,22 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
         load_experiment(path + ":x")
 
 
+def test_founding_init_trains_the_grids_mobilenet_from_random_weights_and_nothing_else():
+    grid = {m.name: m for m in load_experiment(str(ROOT / "experiments" / "founding.py")).members}
+    init = load_experiment(str(ROOT / "experiments" / "founding_init.py"))
+    names = [m.name for m in init.members]
+    assert names[:3] == [f"unet_mobilenetv2_seed{s}" for s in (0, 1, 2)]
+    for member in init.members[:3]:  # the grid's own ImageNet runs, to be skipped as finished
+        assert member == grid[member.name]
+    imagenet = grid["unet_mobilenetv2_seed0"]
+    for member in init.members[3:]:
+        assert member.name.startswith("unet_mobilenetv2_random_seed")
+        assert member.config == imagenet.config
+        expected = {k: v for k, v in imagenet.overrides.items() if "pretrained" not in k}
+        assert member.overrides == {**expected, "seed": member.overrides["seed"]}
+    assert init.comparisons == (("unet_mobilenetv2", "unet_mobilenetv2_random"),)
+
+
 def test_founding_extra_seeds_rule_flags_a_wide_spread_and_adds_its_seeds(tmp_path, monkeypatch):
     founding = load_module(str(ROOT / "experiments" / "founding.py"))
     models = {}
