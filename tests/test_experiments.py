@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,11 +320,11 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert tuning.eval_split == "validation"  # tuning never sees the test split
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
-    assert len(grid.members) == 25 and len(budgets_of(grid)) == 2  # GRID_STEPS, LONG_MODELS
+    assert len(grid.members) == 25 and len(budgets_of(grid)) == 3  # GRID_STEPS, LONG_BUDGETS
     longer = ("unetpp_resnet34", "unetpp_ghostnet100", "unet_mobilenetv2", "unet_ghostnet100")
-    longer += ("unet_resnet34",)
     for member in grid.members:
         steps = 4500 if member.name.startswith(longer) else 3000
+        steps = 6000 if member.name.startswith("unet_resnet34") else steps
         assert member.overrides["total_steps"] == steps, member.name
         assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
@@ -380,6 +381,37 @@ def test_founding_extra_seeds_rule_flags_a_wide_spread_and_adds_its_seeds(tmp_pa
     monkeypatch.setattr(founding, "EXTRA_SEEDS", {"unet_ghostnet100": (3, 4)})
     names = [m.name for m in founding.grid().members]
     assert len(names) == 27 and names[-2:] == ["unet_ghostnet100_seed3", "unet_ghostnet100_seed4"]
+
+
+def test_founding_answer_table_fills_latency_and_sizes_from_deploy_json(tmp_path):
+    """The grid's answer from committed records: deploy.json's latencies and file sizes fill the
+    model's row and put it on the Pareto plot; int8.json gives each seed's drop."""
+    from segjax.experiments.report import write_report
+
+    records = ROOT / "experiments" / "founding" / "grid" / "members"
+    workdir, out = tmp_path / "runs", tmp_path / "out"
+    for seed in (0, 1, 2):
+        name = f"unet_efficientnetlite0_seed{seed}"
+        shutil.copytree(records / name, workdir / name)
+    out.mkdir()
+    timing = {"1": {"median_ms": 12.5}}
+    deploy = {
+        "model": "unet_efficientnetlite0",
+        "runtimes": {"ort_fp32": {"1": {"median_ms": 20.25}}, "ort_int8": timing},
+        "files": {"onnx_fp32": 20_800_000, "onnx_int8": 5_400_000},
+    }
+    (out / "deploy.json").write_text(json.dumps({"rows": [deploy]}))
+    drops = {0: 0.0002, 1: -0.001, 2: -0.0125}
+    int8 = {f"unet_efficientnetlite0_seed{s}": {"difference": d} for s, d in drops.items()}
+    (out / "int8.json").write_text(json.dumps(int8))
+    write_report(str(ROOT / "experiments" / "founding.py") + ":grid", str(workdir), str(out))
+    answer = (out / "answer.md").read_text()
+    row = next(line for line in answer.splitlines() if line.startswith("| unet_efficientnetlite0"))
+    assert row.endswith("| 20.2 | 12.5 | 20.8 / 5.4 | +0.0002, -0.0010, -0.0125 |"), row
+    assert "3000 steps of batch 8 (4500: unetpp_resnet34," in answer
+    assert "; 6000: unet_resnet34)" in answer
+    assert "| unet_paper | not finished |" in answer
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_seed_study_repeats_backbones_members_with_other_seeds():

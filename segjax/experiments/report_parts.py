@@ -1,6 +1,7 @@
 """Parts shared by the sweep reports (``segjax.experiments.report`` for semantic experiments,
 ``segjax.experiments.instance_report`` for instance ones): the row fields every report has, the
-budget line, the Markdown table, the CSV file, and the plots' markers, labels and frame."""
+budget line, the Markdown table, the CSV file, the plots' markers, labels and frame, and a
+trade-off plot (accuracy against latency, marker size)."""
 
 import csv
 import math
@@ -53,6 +54,35 @@ def place_labels(axis, labels: list[tuple[float, float, str]], fontsize: int = 8
             fontsize=fontsize,
             arrowprops=line,
         )
+
+
+def plot_tradeoff(
+    points: list[tuple[str, float, float, float, float]],
+    path: str,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> None:
+    """A trade-off plot saved to ``path``: one point per (label, x, y, y's sd, size), the sd as
+    an error bar, the marker's area growing with size (e.g. millions of parameters)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    for _, x, y, sd, size in points:
+        axis.errorbar(x, y, yerr=sd, fmt="none", ecolor="tab:grey", capsize=3, zorder=2)
+        axis.scatter(x, y, s=20 + 8 * size, alpha=0.7, zorder=3)
+    if points:
+        place_labels(axis, [(x, y, label) for label, x, y, _, _ in points])
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def encoder_family(encoder: str) -> str:
