@@ -10,6 +10,8 @@ separates them, but at 1000 steps, where random weights are far from converged.
     python -m segjax.experiments.run experiments/founding_init.py --workdir $W --nospeed
     python -m segjax.experiments.report experiments/founding_init.py --workdir $W --out OUT
 
+Its records, tables and findings: ``experiments/founding_init/`` (README there).
+
 The grid's members are copied in, not trained again (the runner skips finished members): the
 paired test compares the random member with the very ImageNet runs the grid reports. The recipe
 is the one tuned with ImageNet weights, so the difference is the initialisation's alone, not
