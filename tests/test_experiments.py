@@ -414,6 +414,37 @@ def test_founding_answer_table_fills_latency_and_sizes_from_deploy_json(tmp_path
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+COMMITTED_TABLES = {
+    "founding.py:tuning": (
+        ["founding/tuning/members/*"],
+        "founding/tuning",
+        ["tuning.md", "results.md", "results.csv", "convergence.md"],
+    ),
+    "founding_init.py": (
+        ["founding/grid/members/unet_mobilenetv2_seed*", "founding_init/members/*"],
+        "founding_init",
+        ["results.md", "results.csv", "seeds.csv", "paired.md", "convergence.md"],
+    ),
+}
+
+
+@pytest.mark.parametrize("spec", sorted(COMMITTED_TABLES))
+def test_committed_founding_tables_rebuild_byte_for_byte_from_committed_records(spec, tmp_path):
+    """What the READMEs quote is what the report writes from the records in the repository."""
+    from segjax.experiments.report import write_report
+
+    patterns, committed, files = COMMITTED_TABLES[spec]
+    experiments = ROOT / "experiments"
+    workdir, out = tmp_path / "runs", tmp_path / "out"
+    for pattern in patterns:
+        for record in sorted(experiments.glob(pattern)):
+            shutil.copytree(record, workdir / record.name)
+    out.mkdir()
+    write_report(str(experiments / spec), str(workdir), str(out))
+    for name in files:
+        assert (out / name).read_bytes() == (experiments / committed / name).read_bytes(), name
+
+
 def test_seed_study_repeats_backbones_members_with_other_seeds():
     backbones = {
         m.name: m for m in load_experiment(str(ROOT / "experiments" / "backbones.py")).members
