@@ -321,7 +321,7 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     assert grid.eval_split == "test"
     assert len(tuning.members) == 21 and len(budgets_of(tuning)) == 1
     assert len(grid.members) == 25 and len(budgets_of(grid)) == 3  # GRID_STEPS, LONG_BUDGETS
-    longer = ("unetpp_", "unet_mobilenetv2", "unet_ghostnet100")  # every U-Net++
+    longer = ("unetpp_", "unet_mobilenetv2", "unet_ghostnet100", "unet_paper")  # every U-Net++
     for member in grid.members:
         steps = 4500 if member.name.startswith(longer) else 3000
         steps = 6000 if member.name.startswith("unet_resnet34") else steps
