@@ -48,6 +48,16 @@ def test_paired_comparison_finds_a_real_shift_and_not_noise():
         "which the mean disagrees with (its interval excludes 0; median difference -0.0030, "
         "a higher on 10 of 100 images)" in paired.sentence("a", "b", skewed)
     )
+    # Noise with one outlier: mean and median of opposite signs, neither test significant.
+    tied = np.concatenate([symmetric, -symmetric]) - 0.001
+    tied[np.argmax(tied)] += 0.2
+    tied = paired.compare(b + tied, b)
+    assert tied["difference"] > 0 > tied["median"] and not tied["significant"]
+    sentence = paired.sentence("a", "b", tied)
+    assert "disagrees" not in sentence and sentence.endswith(
+        "not significant at 0.05; the mean and the median differ in sign (median difference "
+        "-0.0010, a higher on 50 of 100 images)."
+    )
     with pytest.raises(ValueError, match="same images"):
         paired.compare(b, b[:50])
     np.testing.assert_allclose(paired.seed_average([b, b + 0.2]), b + 0.1)

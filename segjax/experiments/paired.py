@@ -87,14 +87,18 @@ def sentence(name_a: str, name_b: str, result: dict) -> str:
     # the per-image differences are centred on 0: skewed differences can part them, and the
     # sentence then says so, with the median and the count that show the skew.
     excludes_zero = result["low"] > 0 or result["high"] < 0
+    skew = (
+        f"median difference {result['median']:+.4f}, {name_a} higher on {result['a_higher']} "
+        f"of {result['images']} images"
+    )
     opposite = result["median"] * result["difference"] < 0
-    if excludes_zero != result["significant"] or opposite:
+    if excludes_zero != result["significant"] or (opposite and result["significant"]):
         verdict += (
             f" by the signed-rank test, which the mean disagrees with (its interval "
-            f"{'excludes' if excludes_zero else 'includes'} 0; median difference "
-            f"{result['median']:+.4f}, {name_a} higher on {result['a_higher']} of "
-            f"{result['images']} images)"
+            f"{'excludes' if excludes_zero else 'includes'} 0; {skew})"
         )
+    elif opposite:
+        verdict += f"; the mean and the median differ in sign ({skew})"
     return (
         f"{higher} scores {abs(result['difference']):.4f} higher than {lower} per image "
         f"(95% interval {result['low']:+.4f} to {result['high']:+.4f} for {name_a} - {name_b}, "
