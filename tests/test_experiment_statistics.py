@@ -38,6 +38,9 @@ def test_paired_comparison_finds_a_real_shift_and_not_noise():
     # The same inputs give the same interval (fixed bootstrap seed): reports rebuild exactly.
     assert json.dumps(paired.compare(b + 0.01, b)) == json.dumps(paired.compare(b + 0.01, b))
     assert paired.compare(b, b)["p_value"] == 1.0
+    assert paired.sentence("a", "b", paired.compare(b + 1e-5, b)).startswith(
+        "a and b score the same per image to 4 decimals (95% interval +0.0000 to +0.0000"
+    )
     with_nan = paired.compare(np.append(b, np.nan), np.append(b + 0.1, 0.5))
     assert with_nan["images"] == 100 and "higher than" in paired.sentence("a", "b", with_nan)
     assert "disagrees" not in paired.sentence("a", "b", shifted)

@@ -99,8 +99,14 @@ def sentence(name_a: str, name_b: str, result: dict) -> str:
         )
     elif opposite:
         verdict += f"; the mean and the median differ in sign ({skew})"
+    gap = f"{abs(result['difference']):.4f}"
+    finding = (
+        f"{name_a} and {name_b} score the same per image to 4 decimals"
+        if gap == "0.0000"
+        else f"{higher} scores {gap} higher than {lower} per image"
+    )
     return (
-        f"{higher} scores {abs(result['difference']):.4f} higher than {lower} per image "
+        f"{finding} "
         f"(95% interval {result['low']:+.4f} to {result['high']:+.4f} for {name_a} - {name_b}, "
         f"Wilcoxon p = {result['p_value']:.3g}, {result['images']} images): {verdict}."
     )
