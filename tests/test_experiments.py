@@ -324,7 +324,7 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
     longer = ("unetpp_", "unet_mobilenetv2", "unet_ghostnet100", "unet_paper")  # every U-Net++
     for member in grid.members:
         steps = 4500 if member.name.startswith(longer) else 3000
-        steps = 6000 if member.name.startswith("unet_resnet34") else steps
+        steps = 9000 if member.name.startswith("unet_resnet34") else steps
         assert member.overrides["total_steps"] == steps, member.name
         assert member.overrides["eval_every_steps"] * 12 == member.overrides["total_steps"]
     recipes = {
@@ -409,7 +409,7 @@ def test_founding_answer_table_fills_latency_and_sizes_from_deploy_json(tmp_path
     row = next(line for line in answer.splitlines() if line.startswith("| unet_efficientnetlite0"))
     assert row.endswith("| 20.2 | 12.5 | 20.8 / 5.4 | +0.0002, -0.0010, -0.0125 |"), row
     assert "3000 steps of batch 8 (4500: unetpp_resnet34," in answer
-    assert "; 6000: unet_resnet34)" in answer
+    assert "; 9000: unet_resnet34)" in answer
     assert "| unet_paper | not finished |" in answer
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
