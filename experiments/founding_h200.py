@@ -45,6 +45,30 @@ def scaled(member: Member, founding) -> Member:
     )
 
 
+def reproduction_table(rows: list[dict], workdir: str, out: str) -> dict[str, str]:
+    """``reproduction.md``: the paper U-Net and U-Net++ scored as pytorch-nested-unet scores
+    them (founding.nested_unet_iou), beside their published figures."""
+    founding = _founding()
+    lines = [
+        "# founding_grid_h200: pytorch-nested-unet's table reproduced on one GPU",
+        "",
+        "| model | seeds | their IoU, segjax's run | published | segjax nucleus IoU (set) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model, published in founding.PUBLISHED.items():
+        members = [r for r in rows if r["name"].rpartition("_seed")[0] == model]
+        if not members:
+            lines.append(f"| {model} | not finished | | {published} | |")
+            continue
+        ious = [founding.nested_unet_iou(workdir, r["name"]) for r in members]
+        lines.append(
+            f"| {model} | {','.join(str(r['seed']) for r in members)} "
+            f"| {founding.spread(ious)} | {published} "
+            f"| {founding.spread([r['highlight_iou'] for r in members])} |"
+        )
+    return {"reproduction.md": "\n".join(lines) + "\n"}
+
+
 def grid() -> Experiment:
     founding = _founding()
     cpu = founding.grid()
@@ -55,6 +79,7 @@ def grid() -> Experiment:
         highlight_class=cpu.highlight_class,
         curves=True,
         comparisons=cpu.comparisons,
+        tables=reproduction_table,
     )
 
 

@@ -346,6 +346,26 @@ def test_founding_variants_share_one_protocol_and_the_grid_takes_the_chosen_reci
         load_experiment(path + ":x")
 
 
+def test_founding_h200_grid_is_the_cpu_grid_at_8x_batch_for_an_eighth_of_the_steps():
+    experiments = ROOT / "experiments"
+    cpu = {m.name: m for m in load_experiment(str(experiments / "founding.py:grid")).members}
+    gpu = load_experiment(str(experiments / "founding_h200.py:grid"))
+    assert [m.name for m in gpu.members] == list(cpu)
+    for member in gpu.members:
+        base = cpu[member.name].overrides
+        steps = base["total_steps"] // 8
+        assert member.config == cpu[member.name].config
+        assert member.overrides["batch_size"] == 8 * base["batch_size"] == 64
+        assert member.overrides["total_steps"] == steps
+        assert member.overrides["eval_every_steps"] == steps // 12
+        assert member.overrides["optimizer.warmup_steps"] == steps // 20
+        assert member.overrides["model.dtype"] == "bfloat16"
+        changed = {"batch_size", "total_steps", "eval_every_steps", "checkpoint_every_steps"}
+        changed |= {"optimizer.warmup_steps", "log_every_steps", "model.dtype"}
+        unchanged = {k: v for k, v in member.overrides.items() if k not in changed}
+        assert unchanged == {k: v for k, v in base.items() if k not in changed}
+
+
 def test_founding_init_trains_the_grids_mobilenet_from_random_weights_and_nothing_else():
     grid = {m.name: m for m in load_experiment(str(ROOT / "experiments" / "founding.py")).members}
     init = load_experiment(str(ROOT / "experiments" / "founding_init.py"))
@@ -419,6 +439,18 @@ COMMITTED_TABLES = {
         ["founding/tuning/members/*"],
         "founding/tuning",
         ["tuning.md", "results.md", "results.csv", "convergence.md"],
+    ),
+    "founding_h200.py:grid": (
+        ["founding/grid_h200/members/*"],
+        "founding/grid_h200",
+        [
+            "results.md",
+            "results.csv",
+            "seeds.csv",
+            "paired.md",
+            "convergence.md",
+            "reproduction.md",
+        ],
     ),
     "founding_init.py": (
         ["founding/grid/members/unet_mobilenetv2_seed*", "founding_init/members/*"],
