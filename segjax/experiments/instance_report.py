@@ -207,7 +207,7 @@ def write(experiment, workdir: str, out: str) -> list[dict]:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(rows, experiment))
-    write_csv(rows, os.path.join(out, "results.csv"))
+    write_csv(rows, os.path.join(out, "results.csv"), leave_out=("device", "eval_size"))
     missing = len(experiment.members) - len(
         {r["name"] for r in rows if r["method"] != "components"}
     )

@@ -34,6 +34,7 @@ from segjax.experiments.report_parts import (
     finish_figure,
     markdown_table,
     place_labels,
+    scored_images,
     speed_fields,
     write_csv,
 )
@@ -136,9 +137,9 @@ def markdown(rows: list[dict], experiment, spread: list[dict]) -> str:
     lines = [
         f"# {experiment.name}: results",
         "",
-        f"Training budget: {budget_line(rows)}. Evaluated on the full-size "
-        f"`{experiment.eval_split}` images: mIoU and Dice pooled over the whole set's pixels"
-        " (set) and averaged over images (per image), means over the classes"
+        f"Training budget: {budget_line(rows)}. Evaluated on "
+        f"{scored_images(rows, experiment.eval_split)}: mIoU and Dice pooled over the whole set's"
+        " pixels (set) and averaged over images (per image), means over the classes"
         + (f"; {highlight} IoU is that class's." if highlight else "."),
         (
             "Train img/s: the run's training step (batch, crop, input pipeline) timed alone by the"
@@ -383,7 +384,7 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
     spread = seed_groups(rows)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(rows, experiment, spread))
-    write_csv(rows, os.path.join(out, "results.csv"), leave_out=("group", "device"))
+    write_csv(rows, os.path.join(out, "results.csv"), leave_out=("group", "device", "eval_size"))
     if spread:
         write_seeds_csv(spread, os.path.join(out, "seeds.csv"))
     missing = len(experiment.members) - len(rows)

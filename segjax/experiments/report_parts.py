@@ -109,7 +109,19 @@ def budget_fields(record: dict, config) -> dict:
         "steps": config.total_steps,
         "batch_size": config.batch_size,
         "image_size": "x".join(str(n) for n in config.data.image_size),
+        "eval_size": "x".join(str(n) for n in config.data.get("eval_size") or ()),
     }
+
+
+def scored_images(rows: list[dict], split: str) -> str:
+    """How the rows' ``split`` was scored: at full size, or resized (``data.eval_size``)."""
+    sizes = sorted({row.get("eval_size", "") for row in rows})
+    if sizes == [""]:
+        return f"the full-size `{split}` images"
+    if len(sizes) == 1:
+        return f"the `{split}` images resized to {sizes[0]}"
+    shown = ", ".join(size or "full size" for size in sizes)
+    return f"the `{split}` images at {shown} (sizes DIFFER)"
 
 
 def markdown_table(rows: list[dict], table: list[tuple[str, str, str]]) -> list[str]:
