@@ -12,21 +12,16 @@ left as tuned at batch 8 on purpose: the question is whether the CPU grid's answ
 same recipe runs the way a GPU user would run it, not a new tuning.
 """
 
-import importlib.util
 import os
 
-from segjax.experiments.spec import Experiment, Member
+from segjax.experiments.spec import Experiment, Member, load_module
 
 BATCH_SCALE = 8
 DTYPE = "bfloat16"
 
 
 def _founding():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "founding.py")
-    spec = importlib.util.spec_from_file_location("founding_cpu", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "founding.py"))
 
 
 def scaled(member: Member, founding) -> Member:

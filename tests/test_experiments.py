@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segjax.experiments.spec import Experiment, Member, load_experiment
+from segjax.experiments.spec import Experiment, Member, load_experiment, load_module
 from segjax.models import create_model
 from segjax.models.counting import summarize
 from tests.cli_utils import FAST_COMPILE
@@ -276,18 +276,9 @@ def test_member_arguments_format_overrides():
     assert Experiment("x", [member]).eval_split == "test"
 
 
-def load_module(path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("module", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_config_file(config: str):
     path, _, variant = config.partition(":")
-    return load_module(ROOT / path).get_config(variant or None)
+    return load_module(str(ROOT / path), "module").get_config(variant or None)
 
 
 def budgets_of(experiment) -> set:

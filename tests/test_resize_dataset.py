@@ -1,12 +1,12 @@
 """experiments/founding/resize_dataset.py: a folder resized ahead gives the pipeline the same
 arrays as the full-size folder under whole-image resizing, for training and evaluation."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 
 from segjax.data import eval_dataset, load_dataset, train_iterator
+from segjax.experiments.spec import load_module
 from tests.conftest import varied_items, write_folder
 from tests.test_data_builders import data_config
 
@@ -14,11 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _resize_folder():
-    path = ROOT / "experiments" / "founding" / "resize_dataset.py"
-    spec = importlib.util.spec_from_file_location("resize_dataset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.resize_folder
+    return load_module(str(ROOT / "experiments" / "founding" / "resize_dataset.py")).resize_folder
 
 
 def test_the_resized_copy_gives_the_same_train_and_eval_arrays(tmp_path, tfds_dir):

@@ -2,7 +2,6 @@
 together, and what needs the data (splits, classes, channels, the best metric, model options)."""
 
 import dataclasses
-import importlib.util
 import pathlib
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from configs.resnet_unet import get_config
 from segjax.data import DataError
 from segjax.errors import ConfigError
+from segjax.experiments.spec import load_module
 from segjax.losses import LOSSES, loss_options
 from segjax.model_config import model_defaults, model_from_config
 from segjax.models.detection import DetectionSettings
@@ -112,9 +112,7 @@ CONFIGS = sorted((pathlib.Path(__file__).parents[1] / "configs").glob("*.py"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_file_and_variant_passes_and_every_key_has_a_rule(path):
-    spec = importlib.util.spec_from_file_location("config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(str(path), "config")
     for variant in ("smoke", "small", "dsb2018", None):
         config = module.get_config(variant)
         check_config(config)

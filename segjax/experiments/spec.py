@@ -70,15 +70,21 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def load_module(file: str, name: str = "segjax_experiment"):
+    """Imports a Python file that is not on the import path (an experiment file, a script)."""
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_experiment(path: str) -> Experiment:
     """Imports ``path`` (``file.py`` or ``file.py:variant``) and checks what its
     ``get_experiment()`` (or ``get_experiment(variant)``) returns; errors name the file."""
     file, _, variant = path.partition(":")
     if not os.path.isfile(file):
         raise ValueError(f"{file}: no such experiment file")
-    spec = importlib.util.spec_from_file_location("segjax_experiment", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(file)
     if not hasattr(module, "get_experiment"):
         raise ValueError(f"{file}: defines no get_experiment()")
     try:
