@@ -19,6 +19,9 @@ DEADLINE=${DEADLINE:-480}
 ONLY=${ONLY:-}    # a few member names (a CPU check of this script), else all
 EXTRA=${EXTRA:-}  # more runner flags, e.g. "--set total_steps=4 ..." for that check
 SMOKE=${SMOKE:-1} # 0: no smoke run (a rerun on a machine that passed it)
+# Members finished on an earlier machine (their committed records) are copied in first, so that a
+# later device session trains only what is missing (the runner skips finished members).
+PREVIOUS=${PREVIOUS:-experiments/founding/grid_h200/members}
 EXPERIMENT=experiments/founding_h200.py:grid
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
@@ -69,6 +72,10 @@ NAMES=$($PY -m segjax.experiments.run $EXPERIMENT --workdir "$WORKDIR" --nospeed
 NAMES=${ONLY:-$NAMES}
 echo "$(echo $NAMES | wc -w) members, $PARALLEL at a time"
 mkdir -p "$WORKDIR"
+if [ -d "$PREVIOUS" ]; then
+  cp -rn "$PREVIOUS"/. "$WORKDIR"/
+  echo "$(ls "$PREVIOUS" | wc -l) members' records copied in from $PREVIOUS"
+fi
 echo $NAMES | tr ' ' '\n' | xargs -P "$PARALLEL" -I{} sh -c \
   "$PY -m segjax.experiments.run $EXPERIMENT --workdir $WORKDIR --nospeed --only {} \
      --set data.path=$DATA $EXTRA > $WORKDIR/{}.run.log 2>&1; echo \"  {} rc=\$? at \$(( \$(date +%s) - $START )) s\"" &
