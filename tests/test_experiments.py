@@ -425,6 +425,8 @@ def test_founding_answer_table_fills_latency_and_sizes_from_deploy_json(tmp_path
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# spec -> (record patterns, committed folder, tables compared[, inputs copied into the report's
+# out folder first: figures measured outside the report, e.g. int8.json, deploy.json])
 COMMITTED_TABLES = {
     "founding.py:tuning": (
         ["founding/tuning/members/*"],
@@ -456,13 +458,15 @@ def test_committed_founding_tables_rebuild_byte_for_byte_from_committed_records(
     """What the READMEs quote is what the report writes from the records in the repository."""
     from segjax.experiments.report import write_report
 
-    patterns, committed, files = COMMITTED_TABLES[spec]
+    patterns, committed, files, *inputs = COMMITTED_TABLES[spec]
     experiments = ROOT / "experiments"
     workdir, out = tmp_path / "runs", tmp_path / "out"
     for pattern in patterns:
         for record in sorted(experiments.glob(pattern)):
             shutil.copytree(record, workdir / record.name)
     out.mkdir()
+    for name in inputs[0] if inputs else ():  # measured elsewhere, read by the report from out
+        shutil.copy(experiments / committed / name, out / name)
     write_report(str(experiments / spec), str(workdir), str(out))
     for name in files:
         assert (out / name).read_bytes() == (experiments / committed / name).read_bytes(), name
