@@ -1,8 +1,11 @@
-"""The report's wording of how a split was scored follows the records' data.eval_size."""
+"""The report's parts: how a split was scored follows the records' data.eval_size; speed
+figures over seeds skip the ones never measured."""
+
+import math
 
 import ml_collections
 
-from segjax.experiments.report_parts import budget_fields, scored_images
+from segjax.experiments.report_parts import budget_fields, median_measured, scored_images
 
 
 def _config(eval_size):
@@ -30,3 +33,10 @@ def test_scored_images_says_full_size_only_when_no_member_resized_the_split():
 
 def test_records_written_before_eval_size_existed_read_as_full_size():
     assert scored_images([{"steps": 1}], "test") == "the full-size `test` images"
+
+
+def test_median_measured_skips_unmeasured_seeds_and_is_nan_when_none_was():
+    nan = float("nan")
+    rows = [{"ms": 168.6}, {"ms": 114.3}, {"ms": nan}, {"ms": 112.4}]
+    assert median_measured(rows, "ms") == 114.3  # one slow seed does not set the figure
+    assert math.isnan(median_measured([{"ms": nan}], "ms"))

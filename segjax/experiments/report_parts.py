@@ -6,6 +6,7 @@ trade-off plot (accuracy against latency, marker size)."""
 import csv
 import math
 import re
+import statistics
 
 MARKERS = ("o", "^", "s", "D", "P", "X", "*")
 
@@ -99,6 +100,12 @@ def speed_fields(speed: dict) -> dict:
         "train_img_per_sec": speed.get("train_img_per_sec", nan),
         "inference_ms": speed.get("inference_ms", nan),
     }
+
+
+def median_measured(rows: list[dict], key: str) -> float:
+    """The median of the rows' ``key`` where it was measured (not NaN); NaN if it never was."""
+    measured = [row[key] for row in rows if not math.isnan(row[key])]
+    return statistics.median(measured) if measured else float("nan")
 
 
 def budget_fields(record: dict, config) -> dict:
