@@ -8,7 +8,12 @@
 # A smoke run (a few steps, a checkpoint, a test evaluation) first; then PARALLEL members at a time,
 # every seed 0 before any seed 1 so later seeds find their programs in the compilation cache.
 # Members still running at DEADLINE seconds are stopped; the records of those finished are packed
-# into $OUT/h200_records.tar.gz (experiments/founding/grid_h200/members once unpacked).
+# into $OUT/$RECORDS.tar.gz (experiments/founding/grid_h200/members once unpacked).
+# EXPERIMENT=experiments/founding.py:grid trains CPU-grid members there under the CPU grid's own
+# protocol (float32, batch 8; with JAX_DEFAULT_MATMUL_PRECISION=highest, no TF32), and INT8=1 then
+# measures their int8 drop there too (int8_accuracy.py, min/max and percentile 99.9, one process
+# per member and calibration), since a finished member's checkpoint cannot come back: the two
+# files per member are packed with its records, under int8/.
 set -u
 START=$(date +%s)
 OUT=${OUT:-runs/h200_out}; mkdir -p "$OUT"; OUT_ABS=$(cd "$OUT" && pwd)
@@ -22,17 +27,21 @@ SMOKE=${SMOKE:-1} # 0: no smoke run (a rerun on a machine that passed it)
 # Members finished on an earlier machine (their committed records) are copied in first, so that a
 # later device session trains only what is missing (the runner skips finished members).
 PREVIOUS=${PREVIOUS:-experiments/founding/grid_h200/members}
-EXPERIMENT=experiments/founding_h200.py:grid
+EXPERIMENT=${EXPERIMENT:-experiments/founding_h200.py:grid}
+RECORDS=${RECORDS:-h200_records}
+WHEELS=${WHEELS-.whl}  # empty: installed already (two grids started side by side)
+INT8=${INT8:-0}
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
 PY=${PY:-python3}
+INT8_NOTE=${INT8_NOTE:-"trained and measured on a lent GPU machine"}
 elapsed() { echo $(( $(date +%s) - START )); }
 
 install() {  # install DIR: its wheels into /tmp/site, ahead of the image's packages
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site "$1"/*.whl || exit 1
 }
-if [ -d .whl ]; then install .whl; fi
+if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then install "$WHEELS"; fi
 export PYTHONPATH=/tmp/site:$PWD
 
 versions() {
@@ -87,8 +96,23 @@ if kill -0 $RUNNER 2>/dev/null; then
 fi
 FINISHED=$(grep -l '"finished": true' "$WORKDIR"/*/member.json 2>/dev/null | xargs -r -n1 dirname | xargs -r -n1 basename)
 echo "finished: $(echo $FINISHED | wc -w) at $(elapsed) s"
-( cd "$WORKDIR" && tar czf "$OUT_ABS/h200_records.tar.gz" \
+if [ "$INT8" = 1 ]; then
+  mkdir -p "$WORKDIR/int8"; pids=()
+  for m in $NAMES; do
+    [ -f "$WORKDIR/$m/eval_test.json" ] || continue
+    mkdir -p "/tmp/int8_$m" && ln -sfn "$(cd "$WORKDIR/$m" && pwd)" "/tmp/int8_$m/$m"
+    $PY experiments/founding/int8_accuracy.py --workdir "/tmp/int8_$m" \
+        --out "$WORKDIR/int8/$m.int8.json" --note "$INT8_NOTE" > "$WORKDIR/int8/$m.log" 2>&1 & pids+=($!)
+    $PY experiments/founding/int8_accuracy.py --workdir "/tmp/int8_$m" --percentile 99.9 \
+        --out "$WORKDIR/int8/$m.int8_percentile.json" --note "$INT8_NOTE" \
+        > "$WORKDIR/int8/$m.percentile.log" 2>&1 & pids+=($!)
+  done
+  wait "${pids[@]}"
+  grep -h "nucleus IoU\|error" "$WORKDIR"/int8/*.log
+  echo "int8 measured at $(elapsed) s"
+fi
+( cd "$WORKDIR" && tar czf "$OUT_ABS/$RECORDS.tar.gz" \
     $(for m in $FINISHED; do for f in config.json dataset.json member.json eval_test.json \
       metrics.jsonl model.txt train.log eval.log; do [ -f "$m/$f" ] && echo "$m/$f"; done; done) \
-    *.run.log ) 2>/dev/null
+    *.run.log $([ -d int8 ] && echo int8) ) 2>/dev/null
 ls -la "$OUT"
