@@ -433,6 +433,12 @@ COMMITTED_TABLES = {
         "founding/tuning",
         ["tuning.md", "results.md", "results.csv", "convergence.md"],
     ),
+    "founding.py:grid": (
+        ["founding/grid/members/*"],
+        "founding/grid",
+        ["answer.md", "paired.md", "convergence.md", "results.md", "results.csv", "seeds.csv"],
+        ["int8.json", "deploy.json"],
+    ),
     "founding_h200.py:grid": (
         ["founding/grid_h200/members/*"],
         "founding/grid_h200",
