@@ -59,10 +59,9 @@ LONG_BUDGETS = {
     "unetpp_paper": 4500,
     "unet_paper": 4500,
 }
-# The paper U-Net++, only the reproduction's: seed 0. 1080 steps (what one 3-hour session holds:
-# 2.9-7.9 s a step) missed the criterion, a last-quarter gain of 0.0089
-# (experiments/founding/grid_1080/), and so did GRID_STEPS (above); 4500 take 3.6-9.9 h, so it
-# resumes across sessions.
+# The paper U-Net++, only the reproduction's: seed 0. 1080 steps (one 3-hour session, 2.9-7.9 s a
+# step) missed the criterion, a last-quarter gain of 0.0089 (experiments/founding/grid_1080/), and
+# so did GRID_STEPS (above); 4500 take 3.6-9.9 h here (it trained on a lent H200: README).
 REPRODUCTION_ONLY = {"unetpp_paper": (0,)}
 EVALUATIONS = 12  # validation passes per member, evenly spaced
 
@@ -196,7 +195,8 @@ COMPARISONS = (
     ("unet_mobilenetv2", "unet_ghostnet100"),
     ("unet_efficientnetlite0", "unet_ghostnet100"),
     ("unet_ghostnet100_ghostdecoder", "unet_ghostnet100"),
-    ("unetpp_paper", "unet_paper"), ("unet_mobilenetv2", "unet_paper"),
+    ("unetpp_paper", "unet_paper"),
+    ("unet_mobilenetv2", "unet_paper"),
 )
 
 
