@@ -304,3 +304,53 @@ def test_exports_hold_grouped_convolutions_not_the_fused_forms():
     # GhostNet-0.5's encoder: a cheap depthwise conv in each of its 32 Ghost modules, plus the
     # strided and shortcut depthwise convs.
     assert onnx_grouped >= 32 and stablehlo_grouped >= 32
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_fused_batch_norm_is_flax_batch_norm_with_faster_sums(dtype):
+    """Training mode: output, the gradients of input, scale and bias, and the running
+    statistics; evaluation mode: output. The same variables as Flax's BatchNorm."""
+    import flax.linen as nn
+
+    from segjax.models.batch_norm import FusedBatchNorm
+
+    x = (jax.random.normal(jax.random.PRNGKey(0), (3, 7, 5, 6)) * 3 + 1).astype(dtype)
+    options = {"momentum": 0.9, "epsilon": 1e-5, "dtype": dtype}
+    flax_bn, fused_bn = nn.BatchNorm(**options), FusedBatchNorm(**options)
+    variables = flax_bn.init(jax.random.PRNGKey(1), x, use_running_average=True)
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        fused_bn.init(jax.random.PRNGKey(1), x, use_running_average=True)
+    )
+    params = {"scale": jnp.linspace(0.5, 2.0, 6), "bias": jnp.linspace(-1.0, 1.0, 6)}
+    weights = jnp.sin(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+
+    def train(bn):
+        def loss(params, x):
+            y, updates = bn.apply(
+                {**variables, "params": params}, x, use_running_average=False,
+                mutable=["batch_stats"],
+            )  # fmt: skip
+            assert y.dtype == dtype
+            return jnp.sum(y.astype(jnp.float32) * weights), updates
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+
+    (expected, expected_stats), expected_grads = train(flax_bn)
+    (got, got_stats), got_grads = train(fused_bn)
+    rtol = 1e-4 if dtype == jnp.float32 else 1e-2  # bfloat16: a last-bit rounding apart
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+    assert_grads_close(got_grads, expected_grads, rtol)
+    assert_close(jax.tree.leaves(got_stats), jax.tree.leaves(expected_stats), 1e-5)
+    evaluated = [bn.apply(variables, x, use_running_average=True) for bn in (flax_bn, fused_bn)]
+    np.testing.assert_array_equal(*evaluated)
+
+
+def test_models_take_the_fused_batch_norm_where_convolutions_are_fused():
+    import flax.linen as nn
+
+    from segjax.models.batch_norm import FusedBatchNorm
+    from segjax.models.layers import batch_norm
+
+    for impl, kind in (("fused", FusedBatchNorm), ("lax", nn.BatchNorm)):
+        with conv_ops.conv_implementation(impl):
+            assert type(batch_norm(train=True)) is kind

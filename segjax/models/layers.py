@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models import conv_ops
+from segjax.models.batch_norm import FusedBatchNorm
 
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
@@ -84,8 +85,10 @@ def batch_norm(
     train: bool, dtype: Dtype = jnp.float32, name: str | None = None, epsilon: float = 1e-5
 ) -> nn.BatchNorm:
     """BatchNorm with PyTorch's momentum and epsilon (TensorFlow-trained weights use 1e-3);
-    batch statistics while training."""
-    return nn.BatchNorm(
+    batch statistics while training, summed as matrix products where convolutions take their
+    fused path (``batch_norm.FusedBatchNorm``; the same variables and arithmetic)."""
+    kind = FusedBatchNorm if conv_ops.resolved_implementation() == "fused" else nn.BatchNorm
+    return kind(
         use_running_average=not train, momentum=0.9, epsilon=epsilon, dtype=dtype, name=name
     )
 
