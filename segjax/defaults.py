@@ -91,7 +91,11 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # pixels than min_instance_area dropped.
     data.max_instances = 0
     data.min_instance_area = 4
+    # The training pipeline: threads per process, and worker processes (grain's mp_prefetch),
+    # each with its own threads; -1 = by the host's cores (segjax.data.pipeline.auto_workers:
+    # none on small hosts). The batches are the same for any counts.
     data.num_threads = 2
+    data.num_workers = -1
     data.prefetch = 4
     data.augment = ml_collections.ConfigDict()
     data.augment.scale_range = (0.75, 1.5)
@@ -102,6 +106,11 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.augment.vflip = False
     data.augment.rot90 = False
     data.augment.color_jitter = 0.1
+    # True: the host only draws each example's augmentation and cuts out the pixels it reads;
+    # the warp, flips, jitter and normalisation run in the jitted train step on the device
+    # (segjax/data/device_augment.py), the same batches up to float rounding. For hosts that
+    # cannot keep an accelerator fed; not with whole_image or instance models.
+    data.augment.on_device = False
 
     if variant in ("small", "smoke"):
         data.name = "segjax_shapes/small"

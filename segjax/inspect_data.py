@@ -9,13 +9,15 @@ augmented image/mask pairs (``WORKDIR/augmentations.png``), i.e. what the model 
 import os
 import time
 
+import jax
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
 from PIL import Image
 
 from segjax import cli
-from segjax.data import load_dataset, train_iterator
+from segjax.data import device_augment, load_dataset, train_iterator
+from segjax.data.pipeline import make_preprocess
 from segjax.validation import check_config
 from segjax.visualize import colourise, denormalise
 
@@ -76,11 +78,19 @@ def inspect(config, workdir: str, batches: int, max_examples: int, grid_size: in
     for _ in range(batches):
         next(iterator)
     seconds = time.perf_counter() - start
+    iterator.close()
+    where = ""
+    if device_augment.is_raw(first):  # data.augment.on_device: the host drew and cut only
+        preprocess = make_preprocess(dataset, config.data)
+        first = jax.device_get(
+            jax.jit(device_augment.augment_batch, static_argnums=1)(first, preprocess)
+        )
+        where = ", augmentation on the device: the host's part"
     size = "x".join(map(str, first["image"].shape[1:3]))
     print(
         f"\npipeline: {batches * batch_size / seconds:.1f} images/s at {size} "
-        f"(batch {batch_size}, {config.data.num_threads} threads, {batches} batches "
-        f"after the first)"
+        f"(batch {batch_size}, {config.data.num_threads} threads, data.num_workers="
+        f"{config.data.num_workers}{where}, {batches} batches after the first)"
     )
 
     os.makedirs(workdir, exist_ok=True)

@@ -22,7 +22,8 @@ import optax
 from segjax import parallel, validation
 from segjax import workdir as workdir_lib
 from segjax.checkpoint import Checkpointer
-from segjax.data import eval_dataset, load_dataset
+from segjax.data import device_augment, eval_dataset, load_dataset
+from segjax.data.pipeline import make_preprocess
 from segjax.defaults import base_config
 from segjax.errors import WorkdirError
 from segjax.losses import make_loss
@@ -110,18 +111,29 @@ def objective_of(run: Run):
 
 
 def jit_train_step(run: Run):
-    """``train_step`` for this run's model and loss, jitted over the mesh, the state donated."""
+    """``train_step`` for this run's model and loss, jitted over the mesh, the state donated.
+    With ``data.augment.on_device`` it takes the pipeline's raw batches and augments them
+    first (``segjax.data.device_augment``)."""
+    step = functools.partial(
+        train_step,
+        model=run.model,
+        objective=objective_of(run),
+        accumulation_steps=run.config.accumulation_steps,
+    )
+    if run.config.data.augment.on_device:
+        step = functools.partial(
+            _augmented_step, step=step, preprocess=make_preprocess(run.dataset, run.config.data)
+        )
     return jax.jit(
-        functools.partial(
-            train_step,
-            model=run.model,
-            objective=objective_of(run),
-            accumulation_steps=run.config.accumulation_steps,
-        ),
+        step,
         in_shardings=(run.replicated, run.batch_sharding),
         out_shardings=(run.replicated, run.replicated),
         donate_argnums=(0,),
     )
+
+
+def _augmented_step(state, batch, *, step, preprocess):
+    return step(state, device_augment.augment_batch(batch, preprocess))
 
 
 def jit_predict(run: Run):

@@ -10,6 +10,7 @@ Before a run writes anything it checks the whole config (``segjax.validation``),
 lock and config (``segjax.workdir``), the data, and the checkpoint it resumes from.
 """
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -244,6 +245,38 @@ def _train(run: Run, workdir: str, stored, changes, forced: bool) -> dict[str, f
             writer.close()
 
 
+class DataWait:
+    """The fraction of the training loop's wall time spent waiting for the next batch (the
+    pipeline's ``next`` and the copy to the devices) since the last ``restart``: ``with wait:``
+    around the wait, ``with wait.paused():`` around what is not training (evaluation,
+    checkpoints). Steps are dispatched asynchronously, so a pipeline that keeps ahead of the
+    devices costs ~0 and an input-bound run shows its share here."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self._since, self._waited, self._paused = time.perf_counter(), 0.0, 0.0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self._waited += time.perf_counter() - self._start
+
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused += time.perf_counter() - start
+
+    def fraction(self) -> float:
+        elapsed = time.perf_counter() - self._since - self._paused
+        return min(self._waited / max(elapsed, 1e-9), 1.0)
+
+
 def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_step) -> dict:
     config, schedule = run.config, run.schedule
     if start_step >= config.total_steps:
@@ -254,9 +287,11 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
     stop = _StopRequests()
     pending: list[tuple[int, dict]] = []
     eval_metrics: dict[str, float] = {}
+    waiting = DataWait()
     try:
         for step in range(start_step + 1, config.total_steps + 1):
-            batch = parallel.to_global(next(data_iter), run.batch_sharding)
+            with waiting:
+                batch = parallel.to_global(next(data_iter), run.batch_sharding)
             record: dict[str, float] = {}
             if step == start_step + 1:
                 compile_start = time.perf_counter()
@@ -265,6 +300,7 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
                 record["train/first_step_sec"] = time.perf_counter() - compile_start
                 say(f"first step (compile + run): {record['train/first_step_sec']:.1f} s")
                 progress = Progress(config.total_steps, config.batch_size, step)
+                waiting.restart()
             else:
                 state, scalars = p_train(state, batch)
             pending.append((step, scalars))
@@ -276,23 +312,27 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
                 record.update({f"train/{k}": float(v) for k, v in fetched[-1][1].items()})
                 speed = progress.report(step)
                 record["train/lr"] = float(schedule(step - 1))
+                wait = waiting.fraction()
                 if speed is not None:
                     record["train/img_per_sec"] = speed["img_per_sec"]
                     record["train/steps_per_sec"] = speed["steps_per_sec"]
+                    record["train/data_wait_fraction"] = wait
                 say(
                     f"step {step}/{config.total_steps}  loss {record['train/loss']:.4f}  "
                     f"lr {record['train/lr']:.2e}  "
                     + (
                         f"{speed['steps_per_sec']:.2f} steps/s  {speed['img_per_sec']:.1f} "
-                        f"img/s  ETA {format_duration(speed['eta_sec'])}"
+                        f"img/s  data wait {wait:.0%}  ETA {format_duration(speed['eta_sec'])}"
                         if speed is not None
                         else "ETA after the next logged step"
                     )
                 )
+                waiting.restart()
             evaluate_now = step % config.eval_every_steps == 0 or last
             if evaluate_now:
                 eval_start = time.perf_counter()
-                eval_metrics = evaluate(p_eval, state, run, config.eval_split)
+                with waiting.paused():
+                    eval_metrics = evaluate(p_eval, state, run, config.eval_split)
                 record.update({f"eval/{k}": v for k, v in eval_metrics.items()})
                 record["eval/seconds"] = time.perf_counter() - eval_start
                 say(f"eval {config.eval_split} at step {step}: {describe_metrics(eval_metrics)}")
@@ -300,12 +340,13 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
             if step % config.checkpoint_every_steps == 0 or evaluate_now or last or stop.requested:
                 _check_finite(pending, checkpointer)
                 pending = []
-                checkpointer.save(
-                    step,
-                    state,
-                    data_iter.get_state(),
-                    metrics=eval_metrics if evaluate_now else None,
-                )
+                with waiting.paused():
+                    checkpointer.save(
+                        step,
+                        state,
+                        data_iter.get_state(),
+                        metrics=eval_metrics if evaluate_now else None,
+                    )
             if stop.requested and not last:
                 checkpointer.wait()
                 say(

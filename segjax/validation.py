@@ -199,6 +199,7 @@ def _schema() -> dict[str, Rule]:
         "data.max_instances": integer(0),
         "data.min_instance_area": integer(1),
         "data.num_threads": integer(0),
+        "data.num_workers": integer(-1),
         "data.prefetch": integer(0),
         "data.augment.scale_range": numbers(2, low=1e-3),
         "data.augment.whole_image": boolean(),
@@ -206,6 +207,7 @@ def _schema() -> dict[str, Rule]:
         "data.augment.vflip": boolean(),
         "data.augment.rot90": boolean(),
         "data.augment.color_jitter": real(0.0, 1.0),
+        "data.augment.on_device": boolean(),
     }
     # Mask R-CNN's options: likewise, their types.
     for key, default in model_defaults().items():
@@ -305,6 +307,16 @@ def check_config(
     low, high = normalised["data.augment.scale_range"]
     if low > high:
         raise ConfigError(f"data.augment.scale_range=({low}, {high}): need low <= high")
+    if config.data.augment.on_device and config.data.augment.whole_image:
+        raise ConfigError(
+            "data.augment.on_device=True needs crops of one shape; with data.augment.whole_image="
+            "True each image is resized on the host, so set on_device=False"
+        )
+    if config.data.augment.on_device and config.data.max_instances > 0:
+        raise ConfigError(
+            f"data.augment.on_device=True does not make instance targets (data.max_instances="
+            f"{config.data.max_instances}); instance models augment on the host: set it False"
+        )
     if config.data.num_classes == 1:
         raise ConfigError(
             "data.num_classes=1 is not valid; it must be 0 (the dataset's classes) or at least 2 "

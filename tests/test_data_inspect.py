@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -20,13 +21,15 @@ def run_inspect(*args):
     )
 
 
+@pytest.mark.parametrize("on_device", [False, True])
 def test_inspect_prints_sizes_frequencies_throughput_and_writes_a_grid(
-    tfds_dir, tmp_path, shapes_small
+    tfds_dir, tmp_path, shapes_small, on_device
 ):
     result = run_inspect(
         "--config",
         "configs/default.py:small",
         f"--config.data.data_dir={tfds_dir}",
+        f"--config.data.augment.on_device={on_device}",
         "--workdir",
         str(tmp_path),
         "--batches",
@@ -36,6 +39,7 @@ def test_inspect_prints_sizes_frequencies_throughput_and_writes_a_grid(
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert ("augmentation on the device" in out) == on_device
     assert "dataset segjax_shapes/small: 4 classes" in out
     assert "train              96" in out and "test               23" in out
     assert "background" in out and "triangle" in out

@@ -4,8 +4,13 @@ Images are resampled bilinearly, masks always with nearest neighbour. Scale-and-
 warp: a window of ``size / scale`` source pixels at a random position is resampled to ``size``;
 where the window leaves the image, the image is filled with its mean colour and the pixels are
 marked invalid (they count in no loss and no metric).
+
+Every random draw is a ``draw_*`` function, so that the host pipeline and the device-side
+augmentation (``cut_window`` here, ``segjax.data.device_augment`` there) draw the same numbers
+in the same order from an example's generator and so augment it alike.
 """
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +31,72 @@ def _warp(array: np.ndarray, size, coefficients, resample, fill) -> np.ndarray:
     return np.asarray(out).reshape(size[0], size[1], -1)
 
 
+def draw_window(
+    height: int,
+    width: int,
+    size: Sequence[int],
+    scale_range: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[float, float, float]:
+    """(scale, y0, x0): a log-uniform zoom and the top-left corner, in source pixels, of the
+    ``size / scale`` window it samples (anywhere the window overlaps the image most)."""
+    low, high = scale_range
+    scale = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    win_h, win_w = size[0] / scale, size[1] / scale
+    y0 = rng.uniform(min(0.0, height - win_h), max(0.0, height - win_h))
+    x0 = rng.uniform(min(0.0, width - win_w), max(0.0, width - win_w))
+    return scale, float(y0), float(x0)
+
+
+def window_shape(size: Sequence[int], scale_range: Sequence[float]) -> tuple[int, int]:
+    """The source rows and columns that a warp to ``size`` can read at the smallest scale:
+    (size - 1) / scale between the first and last sample, and one more pixel on each side
+    for bilinear interpolation and the float rounding of its corner."""
+    return tuple(math.ceil((n - 1) / scale_range[0]) + 3 for n in size)
+
+
+def cut_window(
+    image: np.ndarray,
+    mask: np.ndarray,
+    size: Sequence[int],
+    scale_range: Sequence[float],
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """What ``random_scale_crop`` would read, as fixed-shape arrays for a warp on the device:
+    the source pixels of the drawn window (``window_shape``; zeros beyond the image), where the
+    image lies in it, the warp's origin and step in its coordinates, and the fill colour. The
+    same draws as ``random_scale_crop``; no per-pixel work but a copy."""
+    height, width = image.shape[:2]
+    scale, y0, x0 = draw_window(height, width, size, scale_range, rng)
+    rows, cols = window_shape(size, scale_range)
+    # The first source pixel the bilinear warp reads (its sample at output pixel 0, -0.5).
+    top = math.floor(y0 + 0.5 / scale - 0.5)
+    left = math.floor(x0 + 0.5 / scale - 0.5)
+    window = np.zeros((rows, cols, image.shape[-1]), np.uint8)
+    window_mask = np.zeros((rows, cols), np.uint8)
+    y_from, y_to = max(top, 0), min(top + rows, height)
+    x_from, x_to = max(left, 0), min(left + cols, width)
+    if y_from < y_to and x_from < x_to:
+        inside = (slice(y_from - top, y_to - top), slice(x_from - left, x_to - left))
+        window[inside] = image[y_from:y_to, x_from:x_to]
+        window_mask[inside] = mask[y_from:y_to, x_from:x_to]
+    return {
+        "window_image": window,
+        "window_mask": window_mask,
+        # The image's rows [bounds[0], bounds[2]) and columns [bounds[1], bounds[3]), in window
+        # coordinates (they may reach beyond the window).
+        "window_bounds": np.asarray([-top, -left, height - top, width - left], np.int32),
+        "window_origin": np.asarray([y0 - top, x0 - left], np.float32),
+        "window_step": np.float32(1.0 / scale),
+        "fill": np.asarray(_fill_colour(image), np.float32),
+    }
+
+
+def _fill_colour(image: np.ndarray) -> tuple[int, ...]:
+    """The colour outside the image: its mean, truncated to integers as Pillow takes it."""
+    return tuple(int(v) for v in image.reshape(-1, image.shape[-1]).mean(0))
+
+
 def random_scale_crop(
     image: np.ndarray,
     mask: np.ndarray,
@@ -38,13 +109,9 @@ def random_scale_crop(
     ``labels`` (H, W) integer maps (instance ids) take the mask's nearest-neighbour warp, 0
     outside the image; they draw nothing from ``rng``."""
     height, width = image.shape[:2]
-    low, high = scale_range
-    scale = float(np.exp(rng.uniform(np.log(low), np.log(high))))
-    win_h, win_w = size[0] / scale, size[1] / scale
-    y0 = rng.uniform(min(0.0, height - win_h), max(0.0, height - win_h))
-    x0 = rng.uniform(min(0.0, width - win_w), max(0.0, width - win_w))
+    scale, y0, x0 = draw_window(height, width, size, scale_range, rng)
     coefficients = (1 / scale, 0.0, x0, 0.0, 1 / scale, y0)
-    fill = tuple(int(v) for v in image.reshape(-1, image.shape[-1]).mean(0))
+    fill = _fill_colour(image)
     image = _warp(
         image, size, coefficients, Image.Resampling.BILINEAR, fill if len(fill) > 1 else fill[0]
     )
@@ -88,18 +155,38 @@ def resize_whole(
     return (image, mask, np.ones(mask.shape, bool), *resized)
 
 
+def draw_flips(
+    rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool, square: bool
+) -> tuple[int, int, int]:
+    """(horizontal flip, vertical flip, quarter turns): each flip with probability 1/2 where
+    enabled, 0-3 turns where enabled and the output is square."""
+    h = int(hflip and rng.random() < 0.5)
+    v = int(vflip and rng.random() < 0.5)
+    k = int(rng.integers(4)) if rot90 and square else 0
+    return h, v, k
+
+
 def flip_and_rotate(
     arrays: list[np.ndarray], rng: np.random.Generator, hflip: bool, vflip: bool, rot90: bool
 ) -> list[np.ndarray]:
     """The same random flips (and quarter turns, for square outputs) applied to every array."""
-    if hflip and rng.random() < 0.5:
+    square = arrays[0].shape[0] == arrays[0].shape[1]
+    h, v, k = draw_flips(rng, hflip, vflip, rot90, square)
+    if h:
         arrays = [a[:, ::-1] for a in arrays]
-    if vflip and rng.random() < 0.5:
+    if v:
         arrays = [a[::-1] for a in arrays]
-    if rot90 and arrays[0].shape[0] == arrays[0].shape[1]:
-        k = int(rng.integers(4))
+    if k:
         arrays = [np.rot90(a, k) for a in arrays]
     return [np.ascontiguousarray(a) for a in arrays]
+
+
+def draw_jitter(strength: float, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(brightness, contrast, saturation) factors in [1 - strength, 1 + strength]; no draw and
+    all 1 when ``strength`` is 0."""
+    if strength <= 0:
+        return 1.0, 1.0, 1.0
+    return tuple(rng.uniform(1 - strength, 1 + strength, 3))  # float64, as the host warp uses
 
 
 def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -107,7 +194,7 @@ def color_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -
     x = image.astype(np.float32)
     if strength <= 0:
         return x
-    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, 3)
+    brightness, contrast, saturation = draw_jitter(strength, rng)
     x = x * brightness
     x = (x - x.mean()) * contrast + x.mean()
     if x.shape[-1] == 3:

@@ -25,6 +25,7 @@ of ``segjax.data.instances``: ``instances`` int32 (b, H, W), ``boxes`` float32 (
 import dataclasses
 import functools
 import math
+import os
 from typing import Any
 
 import grain
@@ -68,6 +69,9 @@ class Preprocess:
     std: tuple[float, ...] | None
     max_instances: int = 0  # > 0: detection targets with this many slots
     min_instance_area: int = 1
+    # True: ``train`` draws the augmentation and cuts out the source window only, and the
+    # train step does the per-pixel work (``segjax.data.device_augment``).
+    on_device: bool = False
 
     def _labels(self, example: dict, mask: np.ndarray, valid: np.ndarray):
         where = f"dataset {self.dataset!r}, example {example['name']!r}"
@@ -77,6 +81,8 @@ class Preprocess:
         return np.where(valid, mask, 0).astype(np.int32), valid
 
     def train(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if self.on_device:
+            return self.train_raw(example, rng)
         with_instances = self.max_instances > 0
         if with_instances and "instances" not in example:
             raise DataError(
@@ -114,6 +120,22 @@ class Preprocess:
                     self.min_instance_area,
                 )
             )
+        return out
+
+    def train_raw(self, example: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``train``'s draws, the same numbers in the same order, and the source window they
+        read: what ``device_augment.augment_batch`` turns into ``train``'s output."""
+        out = augment.cut_window(
+            example["image"], example["mask"], self.image_size, self.scale_range, rng
+        )
+        where = f"dataset {self.dataset!r}, example {example['name']!r}"
+        check_mask_values(where, out["window_mask"], self.num_classes, self.ignore_label)
+        square = self.image_size[0] == self.image_size[1]
+        flips = augment.draw_flips(rng, self.hflip, self.vflip, self.rot90, square)
+        jitter = augment.draw_jitter(self.color_jitter, rng)
+        out["flips"] = np.asarray(flips, np.int32)
+        out["jitter"] = np.asarray(jitter, np.float32)
+        out["index"] = np.int32(example["index"])
         return out
 
     def evaluate(
@@ -164,6 +186,7 @@ def make_preprocess(dataset: Dataset, data: Any) -> Preprocess:
         std=tuple(data.std) if data.std else None,
         max_instances=int(data.get("max_instances", 0)),
         min_instance_area=int(data.get("min_instance_area", 1)),
+        on_device=bool(aug.get("on_device", False)),
     )
 
 
@@ -200,9 +223,31 @@ def train_dataset(
         .repeat(None)
         .random_map(preprocess.train, seed=seed + 1)
     )
-    return stream.batch(batch, drop_remainder=True)[index::count].to_iter_dataset(
-        _read_options(data)
-    )
+    batches = stream.batch(batch, drop_remainder=True)[index::count]
+    return _prefetched(batches.to_iter_dataset(_read_options(data)), data)
+
+
+# Hosts with at most this many cores read in threads only: worker processes cost more than they
+# bring there (benchmarks/README.md, "The input pipeline").
+SMALL_HOST_CORES = 4
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """``data.num_workers=-1``: none on a small host, else half its cores (the rest for the
+    training process, its threads and the device runtime), at most 16."""
+    cores = cores or os.cpu_count() or 1
+    return 0 if cores <= SMALL_HOST_CORES else min(cores // 2, 16)
+
+
+def _prefetched(stream: grain.IterDataset, data: Any) -> grain.IterDataset:
+    """``stream`` computed by ``data.num_workers`` worker processes (0: in this process's
+    threads only; -1: ``auto_workers``). grain gives worker w the batches w, w + n, ... and takes
+    them back in turn, so the batches and their order are the same for any number of workers."""
+    workers = int(data.get("num_workers", 0))
+    workers = auto_workers() if workers < 0 else workers
+    if workers == 0:
+        return stream
+    return stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
 
 
 def train_iterator(*args, **kwargs) -> grain.DatasetIterator:

@@ -9,12 +9,21 @@ speed is measured if that is missing); an interrupted one is re-run with the sam
 training resumes from its last checkpoint. ``--only a,b`` runs some members; ``--set key=value``
 overrides a config key for every member (e.g. ``data.path``). At the end the finished members'
 results are collected into ``<workdir>/results.json``.
+
+``--parallel N`` trains and evaluates N members at once, each in processes of its own, on the
+same devices: a sweep's members rarely fill an accelerator. Each process gets 1/N of the device
+memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``), their output lines are prefixed with the member's
+name, and the speed phases run afterwards, one at a time, so that no member is timed beside
+another. Every member's processes share one compilation cache (``<workdir>/jax_cache``, unless
+``JAX_COMPILATION_CACHE_DIR`` is set), so seeds of a model compile once.
 """
 
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from absl import flags
@@ -32,6 +41,30 @@ def define_flags() -> None:
     flags.DEFINE_bool("dry_run", False, "print each member's commands and status; run nothing")
     flags.DEFINE_multi_string("set", [], "key=value: a config override for every member")
     flags.DEFINE_bool("speed", True, "measure each member's speed after its evaluation")
+    flags.DEFINE_integer(
+        "parallel",
+        1,
+        lower_bound=1,
+        help="train and evaluate this many members at once on the same devices, each with 1/N "
+        "of the device memory; speed phases run afterwards, one at a time",
+    )
+
+
+# The share of device memory the members running at once take together (JAX's default for one
+# process is 0.75; the rest is left to the CUDA context of each process).
+MEMORY_SHARE = 0.9
+
+
+def member_environment(workdir: str, parallel: int, environ=os.environ) -> dict[str, str]:
+    """The variables the runner adds to its members' environment: the shared compilation cache
+    (where none is set) and, with ``parallel`` > 1, each process's share of device memory
+    (where the user set none)."""
+    env = {}
+    if "JAX_COMPILATION_CACHE_DIR" not in environ:
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(os.path.join(workdir, "jax_cache"))
+    if parallel > 1 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in environ:
+        env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{MEMORY_SHARE / parallel:.3f}"
+    return env
 
 
 def member_commands(member: Member, workdir: str, experiment: Experiment, extra: dict) -> dict:
@@ -60,16 +93,29 @@ def member_commands(member: Member, workdir: str, experiment: Experiment, extra:
     }
 
 
-def run_logged(command: list[str], log_path: str, on_line=None) -> int:
-    """Runs ``command``, its output both on the terminal and appended to ``log_path``;
-    ``on_line()`` is called after each line of output."""
+_PRINTING = threading.Lock()  # one member's line at a time on the terminal
+
+
+def run_logged(
+    command: list[str], log_path: str, on_line=None, env: dict | None = None, prefix: str = ""
+) -> int:
+    """Runs ``command`` (``env`` added to the environment), its output both on the terminal,
+    each line after ``prefix``, and appended to ``log_path``; ``on_line()`` is called after
+    each line of output."""
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **(env or {})},
         )
         for line in process.stdout:
-            sys.stdout.write(line)
+            with _PRINTING:
+                sys.stdout.write(prefix + line)
+                sys.stdout.flush()
             log.write(line)
             if on_line is not None:
                 on_line()
@@ -92,7 +138,13 @@ def phases_to_run(member: Member, workdir: str, experiment: Experiment, speed: b
 
 
 def run_member(
-    member: Member, workdir: str, experiment: Experiment, extra: dict, phases: list[str]
+    member: Member,
+    workdir: str,
+    experiment: Experiment,
+    extra: dict,
+    phases: list[str],
+    env: dict | None = None,
+    prefix: str = "",
 ) -> dict:
     directory = os.path.join(workdir, member.name)
     os.makedirs(directory, exist_ok=True)
@@ -116,7 +168,7 @@ def run_member(
                 write_status(directory, status)
                 written = now
 
-        code = run_logged(command, os.path.join(directory, f"{phase}.log"), record)
+        code = run_logged(command, os.path.join(directory, f"{phase}.log"), record, env, prefix)
         record(force=True)
         if code != 0:
             raise RunError(
@@ -157,28 +209,43 @@ def main(argv) -> int:
         check_members(members, extra)
         check_recorded(members, args.workdir, extra)
     start, failed = time.time(), []
-    for position, member in enumerate(members, start=1):
+    plan = [
+        (f"[{position}/{len(members)}] {member.name}", member)
+        for position, member in enumerate(members, start=1)
+    ]
+
+    def say(line: str) -> None:
+        with _PRINTING:
+            print(line, flush=True)
+
+    def run_phases(header, member, phases, env, prefix: str = "") -> bool:
+        if not phases:
+            say(f"{header}: finished before, skipped")
+            return True
+        say(
+            f"{header}: running {', '.join(phases)} ({format_duration(time.time() - start)} so far)"
+        )
+        try:
+            run_member(member, args.workdir, experiment, extra, phases, env, prefix)
+        except RunError as error:  # one member's failure does not stop the others
+            say(f"{header}: FAILED: {error}")
+            failed.append(f"{member.name} ({error})")
+            return False
+        if prefix:
+            say(f"{header}: {', '.join(phases)} done ({format_duration(time.time() - start)})")
+        return True
+
+    for header, member in plan:
         phases = phases_to_run(member, args.workdir, experiment, args.speed)
-        header = f"[{position}/{len(members)}] {member.name}"
         if args.dry_run:
             print(f"{header}: {'to run: ' + ', '.join(phases) if phases else 'finished'}")
             commands = member_commands(member, args.workdir, experiment, extra)
             for phase in phases or commands:
                 print("  python " + " ".join(commands[phase][1:]))
-            continue
-        if not phases:
-            print(f"{header}: finished before, skipped", flush=True)
-            continue
-        print(
-            f"{header}: running {', '.join(phases)} ({format_duration(time.time() - start)} "
-            "so far)",
-            flush=True,
-        )
-        try:
-            run_member(member, args.workdir, experiment, extra, phases)
-        except RunError as error:  # one member's failure does not stop the others
-            print(f"{header}: FAILED: {error}", flush=True)
-            failed.append(f"{member.name} ({error})")
+        elif args.parallel == 1:
+            run_phases(header, member, phases, member_environment(args.workdir, 1))
+    if args.parallel > 1 and not args.dry_run:
+        run_packed(plan, args, experiment, run_phases)
     if args.dry_run:
         return 0
     records = collect(experiment, args.workdir)
@@ -189,6 +256,27 @@ def main(argv) -> int:
     if failed:
         raise RunError(f"{len(failed)} member(s) failed: " + "; ".join(failed))
     return 0
+
+
+def run_packed(plan: list, args, experiment: Experiment, run_phases) -> None:
+    """``--parallel``: the members' training and evaluation, ``args.parallel`` at a time, then
+    the speed phases of those that finished, one after another (timed alone, with the whole
+    device)."""
+    todo = {m.name: phases_to_run(m, args.workdir, experiment, args.speed) for _, m in plan}
+    print(f"{len(plan)} members, {args.parallel} at a time", flush=True)
+    packed = member_environment(args.workdir, args.parallel)
+
+    def train_and_evaluate(item) -> bool:
+        header, member = item
+        phases = [p for p in todo[member.name] if p != "speed"]
+        return run_phases(header, member, phases, packed, f"[{member.name}] ")
+
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        finished = list(pool.map(train_and_evaluate, plan))
+    alone = member_environment(args.workdir, 1)
+    for (header, member), ok in zip(plan, finished, strict=True):
+        if ok and "speed" in todo[member.name]:
+            run_phases(header, member, ["speed"], alone)
 
 
 def check_recorded(members: list[Member], workdir: str, extra: dict) -> None:
