@@ -249,3 +249,27 @@ def test_rot90_only_for_square_crops():
     square = np.arange(9).reshape(3, 3)
     shapes = {flip_and_rotate([square], rng, False, False, True)[0].tobytes() for _ in range(40)}
     assert len(shapes) == 4
+
+
+def test_worker_processes_give_the_same_batches_and_resume(shapes_small, small_config):
+    """data.num_workers: grain's worker processes compute the same batches, in the same order,
+    as the threads of one process, and their iterator state restores as the threads' does."""
+    from segjax.data.pipeline import auto_workers
+
+    def data(workers):
+        config = small_config.copy_and_resolve_references()
+        with config.unlocked():
+            config.data.num_workers = workers
+        return config.data
+
+    single = take(train_iterator(shapes_small, data(0), 8, 0, 0, 1), 6)
+    workers = train_iterator(shapes_small, data(2), 8, 0, 0, 1)
+    assert_batches_equal(take(workers, 3), single[:3])
+    state = workers.get_state()
+    workers.close()
+    resumed = train_iterator(shapes_small, data(2), 8, 0, 0, 1)
+    resumed.set_state(state)
+    assert_batches_equal(take(resumed, 3), single[3:])
+    resumed.close()
+    assert auto_workers(2) == 0 and auto_workers(4) == 0
+    assert auto_workers(16) == 8 and auto_workers(96) == 16

@@ -247,6 +247,10 @@ def _prefetched(stream: grain.IterDataset, data: Any) -> grain.IterDataset:
     workers = auto_workers() if workers < 0 else workers
     if workers == 0:
         return stream
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library user has none
+        flags.FLAGS.mark_as_parsed()
     return stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
 
 
