@@ -59,14 +59,59 @@ def build(config, num_classes: int, in_channels: int):
     )
 
 
-def train_step_call(config, num_classes: int, in_channels: int):
-    """One smp training step (forward, loss, backward, clipping, AdamW) on a fixed batch, and its
-    figures (as ``segjax.benchmark.train_step_call``'s)."""
+# How smp's users run it: eager float32 (TF32 allowed where PyTorch allows it by default, in
+# cuDNN's convolutions), AMP (bfloat16 autocast, channels_last) and torch.compile of the AMP model.
+MODES = ("eager", "amp", "compile")
+
+
+def _placed(config, num_classes: int, in_channels: int, mode: str, device: str):
+    """The smp model on ``device``, channels_last for AMP and compile, and what to call."""
+    import torch
+
+    if mode not in MODES:
+        raise ValueError(f"smp mode {mode!r}: choose one of {list(MODES)}")
+    model = build(config, num_classes, in_channels).to(device)
+    if mode != "eager":
+        model = model.to(memory_format=torch.channels_last)
+    return model, torch.compile(model) if mode == "compile" else model
+
+
+def _autocast(mode: str, device: str):
+    import contextlib
+
+    import torch
+
+    if mode == "eager":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
+
+
+def _images(shape, mode: str, device: str):
+    import torch
+
+    images = torch.randn(*shape, device=device)
+    return images.contiguous(memory_format=torch.channels_last) if mode != "eager" else images
+
+
+def synchronize(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def train_step_call(
+    config, num_classes: int, in_channels: int, mode: str = "eager", device: str = "cpu",
+    steps: int = 1,
+):  # fmt: skip
+    """``steps`` smp training steps (forward, loss, backward, clipping, AdamW) on a fixed batch,
+    then waited for, and their figures (as ``segjax.benchmark.train_step_call``'s)."""
     import segmentation_models_pytorch as smp
     import torch
 
     torch.manual_seed(config.seed)
-    model = build(config, num_classes, in_channels).train()
+    model, forward = _placed(config, num_classes, in_channels, mode, device)
+    model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.optimizer.learning_rate,
@@ -74,29 +119,55 @@ def train_step_call(config, num_classes: int, in_channels: int):
     )
     dice = smp.losses.DiceLoss("multiclass", from_logits=True)
     height, width = config.data.image_size
-    images = torch.randn(config.batch_size, in_channels, height, width)
-    labels = torch.randint(0, num_classes, (config.batch_size, height, width))
+    images = _images((config.batch_size, in_channels, height, width), mode, device)
+    labels = torch.randint(0, num_classes, (config.batch_size, height, width), device=device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(images)
-        loss = torch.nn.functional.cross_entropy(logits, labels) + dice(logits, labels)
+        with _autocast(mode, device):
+            logits = forward(images)
+            loss = torch.nn.functional.cross_entropy(logits, labels) + dice(logits, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip_norm or 1e9)
         optimizer.step()
 
-    return step, {"batch_size": config.batch_size, "image_size": (height, width)}
+    def call():
+        for _ in range(steps):
+            step()
+        synchronize(device)
+
+    figures = {"batch_size": config.batch_size, "image_size": (height, width)}
+    return call, {**figures, "steps_per_call": steps}
 
 
-def forward_call(config, num_classes: int, in_channels: int, batch_size: int, image_size):
-    """One smp forward pass in eval mode, and its figures."""
+def forward_call(
+    config, num_classes: int, in_channels: int, batch_size: int, image_size, mode: str = "eager",
+    device: str = "cpu", steps: int = 1,
+):  # fmt: skip
+    """``steps`` smp forward passes in eval mode, then waited for, and their figures."""
     import torch
 
+    model, forward = _placed(config, num_classes, in_channels, mode, device)
+    model.eval()
+    images = _images((batch_size, in_channels, *image_size), mode, device)
+
+    def call():
+        with torch.inference_mode(), _autocast(mode, device):
+            for _ in range(steps):
+                forward(images)
+        synchronize(device)
+
+    figures = {"batch_size": batch_size, "image_size": tuple(image_size)}
+    return call, {**figures, "steps_per_call": steps}
+
+
+def forward_flops(config, num_classes: int, in_channels: int, image_size) -> int:
+    """FLOPs of one smp forward pass of one image, by PyTorch's own count (2 per
+    multiply-accumulate), on the CPU: smp's networks are not always segjax's (GhostNet)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     model = build(config, num_classes, in_channels).eval()
-    images = torch.randn(batch_size, in_channels, *image_size)
-
-    def forward():
-        with torch.inference_mode():
-            model(images)
-
-    return forward, {"batch_size": batch_size, "image_size": tuple(image_size)}
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, in_channels, *image_size))
+    return int(counter.get_total_flops())

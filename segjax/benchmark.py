@@ -147,15 +147,17 @@ def synthetic_batch(run, batch_size: int, num_classes: int, seed: int = 0) -> di
 
 
 def train_step_call(
-    config: ml_collections.ConfigDict, pipeline: bool = False
+    config: ml_collections.ConfigDict, pipeline: bool = False, steps: int = 1, run=None
 ) -> tuple[Callable[[], None], dict]:
-    """One blocking training step of ``config`` at ``config.data.image_size`` and
-    ``config.batch_size``, compiled ahead of time, and the figures of its compilation.
+    """``steps`` training steps of ``config`` at ``config.data.image_size`` and
+    ``config.batch_size`` dispatched back to back, then waited for, compiled ahead of time, and
+    the figures of its compilation. ``run`` is ``prepare(config)`` unless given (a run without
+    data, ``runs.prepare_without_data``, times synthetic batches).
 
     With ``pipeline=False`` the same on-device batch is fed every step (the model and optimizer
     alone); with ``pipeline=True`` each step takes the next batch of the real input pipeline,
     so a run limited by its input shows here and not in the synthetic figure."""
-    run = prepare(config)
+    run = run or prepare(config)
     state = run.init_state(config.seed)
     p_train = jit_train_step(run)
     if pipeline:
@@ -163,6 +165,13 @@ def train_step_call(
 
         def next_batch():
             return parallel.to_global(next(data), run.batch_sharding)
+    elif config.data.augment.get("on_device", False):  # raw windows: their warp is timed too
+        data = train_iterator(run.dataset, config.data, config.batch_size, config.seed)
+        fixed = parallel.to_global(next(data), run.batch_sharding)
+        data.close()
+
+        def next_batch():
+            return fixed
     else:
         fixed = synthetic_batch(run, config.batch_size, run.dataset.num_classes, config.seed)
 
@@ -173,12 +182,14 @@ def train_step_call(
 
     def step():
         nonlocal state
-        state, scalars = compiled(state, next_batch())
+        for _ in range(steps):
+            state, scalars = compiled(state, next_batch())
         jax.block_until_ready(scalars)
 
     return step, {
         "compile_s": compile_s,
         "memory": memory,
+        "steps_per_call": steps,
         "batch_size": config.batch_size,
         "image_size": tuple(config.data.image_size),
         "input": "pipeline" if pipeline else "synthetic",
@@ -186,12 +197,17 @@ def train_step_call(
 
 
 def forward_call(
-    config: ml_collections.ConfigDict, batch_size: int, image_size: tuple[int, int]
+    config: ml_collections.ConfigDict,
+    batch_size: int,
+    image_size: tuple[int, int],
+    steps: int = 1,
+    run=None,
 ) -> tuple[Callable[[], None], dict]:
-    """One blocking forward pass in eval mode (BatchNorm statistics, no dropout) at
-    ``image_size``, compiled ahead of time, and the figures of its compilation. Deep-supervised
-    models return every head, as the evaluation's 'accurate' mode needs them."""
-    run = prepare(config)
+    """``steps`` forward passes in eval mode (BatchNorm statistics, no dropout) at
+    ``image_size`` dispatched back to back, then waited for, compiled ahead of time, and the
+    figures of its compilation (``run`` as in ``train_step_call``). Deep-supervised models
+    return every head, as the evaluation's 'accurate' mode needs them."""
+    run = run or prepare(config)
     variables = run.init_state(0).variables
     images = jax.device_put(
         jnp.asarray(
@@ -205,19 +221,24 @@ def forward_call(
     compiled, compile_s, memory = compile_ahead(forward, variables, images)
 
     def call():
-        jax.block_until_ready(compiled(variables, images))
+        for _ in range(steps):
+            outputs = compiled(variables, images)
+        jax.block_until_ready(outputs)
 
     return call, {
         "compile_s": compile_s,
         "memory": memory,
+        "steps_per_call": steps,
         "batch_size": batch_size,
         "image_size": tuple(image_size),
     }
 
 
 def with_throughput(timed: dict, figures: dict) -> dict:
-    """A timed series with its call's figures and the images per second of its median."""
-    return {**timed, **figures, "images_per_s": figures["batch_size"] / (timed["median_ms"] / 1000)}
+    """A timed series with its call's figures and the images per second of its median (a call
+    of several steps counts each)."""
+    images = figures["batch_size"] * figures.get("steps_per_call", 1)
+    return {**timed, **figures, "images_per_s": images / (timed["median_ms"] / 1000)}
 
 
 def train_speed(
