@@ -97,6 +97,9 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.num_threads = 2
     data.num_workers = -1
     data.prefetch = 4
+    # True: training examples stay in memory once decoded (the split must fit, once per worker
+    # process); later epochs skip decoding, the host's main cost with augment.on_device.
+    data.cache = False
     data.augment = ml_collections.ConfigDict()
     data.augment.scale_range = (0.75, 1.5)
     # True: each training image is resized whole to image_size (no crop, scale_range unused),

@@ -201,6 +201,7 @@ def _schema() -> dict[str, Rule]:
         "data.num_threads": integer(0),
         "data.num_workers": integer(-1),
         "data.prefetch": integer(0),
+        "data.cache": boolean(),
         "data.augment.scale_range": numbers(2, low=1e-3),
         "data.augment.whole_image": boolean(),
         "data.augment.hflip": boolean(),

@@ -76,7 +76,7 @@ def test_pipeline_benchmark_measures_host_and_device_augmentation(tfds_dir, shap
     out = tmp_path / "pipeline.json"
     command = ["python", "-m", "benchmarks.pipeline_speed", "--config",
                "configs/resnet_unet.py:small", f"--config.data.data_dir={tfds_dir}",
-               "--threads=1,2", "--workers=0,1", "--batch=4", "--seconds=0.5",
+               "--threads=1,2", "--workers=0,1", "--batch=4", "--seconds=0.5", "--cache=false",
                f"--json={out}"]  # fmt: skip
     result = run(command)
     assert result.returncode == 0, result.stderr[-3000:]

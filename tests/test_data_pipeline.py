@@ -251,19 +251,22 @@ def test_rot90_only_for_square_crops():
     assert len(shapes) == 4
 
 
-def test_worker_processes_give_the_same_batches_and_resume(shapes_small, small_config):
+def test_worker_processes_and_the_decoded_cache_give_the_same_batches(shapes_small, small_config):
     """data.num_workers: grain's worker processes compute the same batches, in the same order,
-    as the threads of one process, and their iterator state restores as the threads' does."""
+    as the threads of one process, and their iterator state restores as the threads' does;
+    data.cache changes nothing but the work."""
     from segjax.data.pipeline import auto_workers
 
-    def data(workers):
+    def data(workers, cache=False):
         config = small_config.copy_and_resolve_references()
         with config.unlocked():
-            config.data.num_workers = workers
+            config.data.num_workers, config.data.cache = workers, cache
         return config.data
 
     single = take(train_iterator(shapes_small, data(0), 8, 0, 0, 1), 6)
-    workers = train_iterator(shapes_small, data(2), 8, 0, 0, 1)
+    # Decoded examples kept in memory (data.cache): the same batches, in workers too.
+    assert_batches_equal(take(train_iterator(shapes_small, data(0, True), 8, 0, 0, 1), 6), single)
+    workers = train_iterator(shapes_small, data(2, True), 8, 0, 0, 1)
     assert_batches_equal(take(workers, 3), single[:3])
     state = workers.get_state()
     workers.close()

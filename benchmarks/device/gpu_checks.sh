@@ -9,8 +9,8 @@
 # Parts, in the order given, each stopped at its share of what is left of DEADLINE seconds:
 #   speed     benchmarks.gpu_speed: segjax fp32/bf16 against smp eager/AMP/compile (SPEED_MODELS)
 #   e2e       segjax.train end to end with the real pipeline, U-Net/ResNet-34 bf16 batch 128 at
-#             256x256: train/data_wait_fraction with the augmentation on the host
-#             (E2E_WORKERS worker processes) and on the device
+#             256x256: train/data_wait_fraction with the augmentation on the host, and on the
+#             device with decoded examples cached (E2E_WORKERS worker processes each)
 #   pipeline  benchmarks.pipeline_speed by threads and worker processes on this host's cores
 #   packing   benchmarks.sweep_packing with 1, 4, 8 members at once
 # Everything lands in $OUT (JSON and logs); a part cut short keeps what it wrote.
@@ -32,9 +32,10 @@ E2E_BATCH=${E2E_BATCH:-128}
 E2E_STEPS=${E2E_STEPS:-120}
 E2E_WORKERS=${E2E_WORKERS:-12}
 E2E_ENCODER=${E2E_ENCODER:-resnet34}
-PIPE_THREADS=${PIPE_THREADS:-1,4,16}
-PIPE_WORKERS=${PIPE_WORKERS:-0,4,8,15}
-PIPE_SECONDS=${PIPE_SECONDS:-4}
+PIPE_THREADS=${PIPE_THREADS:-2,16}
+PIPE_WORKERS=${PIPE_WORKERS:-0,8,15}
+PIPE_CACHE=${PIPE_CACHE:-false,true}
+PIPE_SECONDS=${PIPE_SECONDS:-3}
 PACK_PARALLEL=${PACK_PARALLEL:-1,4,8}
 PACK_SET=${PACK_SET:-"--set total_steps=150 --set batch_size=32 --set model.dtype=bfloat16 --set eval_every_steps=150 --set log_every_steps=50"}
 PY=${PY:-python3}
@@ -75,13 +76,14 @@ for part in $PARTS; do
       half=$((budget / 2))
       for where in host device; do
         workdir=/tmp/e2e_$where; rm -rf "$workdir"
-        on_device=$([ $where = device ] && echo True || echo False)
+        on_device=$([ $where = device ] && echo True || echo False)  # and the decoded cache
         timeout "$half" $PY -m segjax.train --config $DSB --config.model.encoder="$E2E_ENCODER" \
             --config.model.dtype=bfloat16 --config.batch_size="$E2E_BATCH" \
             --config.data.image_size="$SIZE,$SIZE" --config.total_steps="$E2E_STEPS" \
             --config.optimizer.warmup_steps=1 --config.log_every_steps=$((E2E_STEPS / 6)) \
             --config.eval_every_steps=1000000 --config.checkpoint_every_steps=1000000 \
             --config.data.num_workers="$E2E_WORKERS" --config.data.augment.on_device=$on_device \
+            --config.data.cache=$on_device \
             --config.eval_split=validation --workdir "$workdir" > "$OUT/e2e_$where.log" 2>&1
         echo "exit $? ($where)"; grep "data wait" "$OUT/e2e_$where.log" | tail -3
         cp "$workdir/metrics.jsonl" "$OUT/e2e_${where}_metrics.jsonl" 2>/dev/null
@@ -89,7 +91,8 @@ for part in $PARTS; do
     pipeline)
       timeout "$budget" $PY -m benchmarks.pipeline_speed --config $DSB \
           --config.data.image_size="$SIZE,$SIZE" --threads "$PIPE_THREADS" \
-          --workers "$PIPE_WORKERS" --seconds "$PIPE_SECONDS" --batch "$E2E_BATCH" \
+          --workers "$PIPE_WORKERS" --cache "$PIPE_CACHE" --seconds "$PIPE_SECONDS" \
+          --batch "$E2E_BATCH" \
           --json "$OUT/pipeline_gpu_host.json" 2>&1 | tee "$OUT/pipeline.log" ;;
     packing)
       timeout "$budget" $PY -m benchmarks.sweep_packing --config configs/resnet_unet.py:dsb2018 \

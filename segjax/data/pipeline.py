@@ -35,7 +35,7 @@ from segjax.data import augment
 from segjax.data.errors import DataError
 from segjax.data.images import check_mask_values
 from segjax.data.instances import instance_targets
-from segjax.data.sources import Dataset, SplitSource
+from segjax.data.sources import CachedSource, Dataset, SplitSource
 from segjax.errors import check_batch_size
 
 
@@ -216,6 +216,8 @@ def train_dataset(
     """The endless, shuffled, augmented training batches of this process."""
     batch, index, count = process_layout(global_batch_size, process_index, process_count)
     source = dataset.split("train")
+    if data.get("cache", False):
+        source = CachedSource(source)
     preprocess = make_preprocess(dataset, data)
     stream = (
         grain.MapDataset.source(source)

@@ -94,6 +94,31 @@ class SplitSource:
         return example
 
 
+class CachedSource:
+    """A split source that keeps each example once read (decoded) in memory: every later epoch
+    skips the image decoding, which is most of the host's work once the augmentation runs on the
+    device. Each process holds its own cache (grain's worker processes: one each), so the split
+    must fit in memory that many times. Pickled (for worker processes) without its cache."""
+
+    def __init__(self, source: SplitSource):
+        self.source, self._cache = source, {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self._cache.get(index)
+        if example is None:
+            example = self._cache[index] = self.source[index]
+        return example
+
+    def __getstate__(self):
+        return {"source": self.source}
+
+    def __setstate__(self, state):
+        self.source, self._cache = state["source"], {}
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     name: str
