@@ -354,3 +354,46 @@ def test_models_take_the_fused_batch_norm_where_convolutions_are_fused():
     for impl, kind in (("fused", FusedBatchNorm), ("lax", nn.BatchNorm)):
         with conv_ops.conv_implementation(impl):
             assert type(batch_norm(train=True)) is kind
+
+
+@pytest.mark.parametrize("skip_channels", [(), (3,), (2, 4)])
+def test_upsampled_conv_is_the_conv_of_the_upsampled_concatenation(skip_channels):
+    """The decoder's first convolution at the input's resolution (four folded 2x2 kernels):
+    the value and the gradients of input, skips and kernel, odd sizes, 0-2 skips."""
+    from segjax.models.upsampling_conv import upsample_nearest, upsampled_conv
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = jax.random.normal(keys[0], (2, 3, 5, 6))
+    skips = [
+        jax.random.normal(jax.random.fold_in(keys[1], i), (2, 6, 10, c))
+        for i, c in enumerate(skip_channels)
+    ]
+    kernel = jax.random.normal(keys[2], (3, 3, 6 + sum(skip_channels), 7))
+    cotangent = jax.random.normal(keys[3], (2, 6, 10, 7))
+
+    def standard(x, skips, kernel):
+        return lax_conv(jnp.concatenate([upsample_nearest(x), *skips], -1), kernel, (1, 1),
+                        ((1, 1), (1, 1)))  # fmt: skip
+
+    def value_and_grad(conv):
+        out, vjp = jax.vjp(conv, x, skips, kernel)
+        return out, vjp(cotangent)
+
+    expected, expected_grads = jax.jit(lambda: value_and_grad(standard))()
+    got, got_grads = jax.jit(lambda: value_and_grad(upsampled_conv))()
+    assert_close([got], [expected], 1e-5)
+    assert_grads_close(got_grads, expected_grads, 1e-5)
+
+
+def test_decoder_blocks_hold_the_same_variables_on_both_paths():
+    """The fused decoder convolution (UpsamplingConv) initialises exactly as nn.Conv does."""
+    x = jnp.zeros((1, 64, 64, 3))
+    inits = [
+        jax.jit(create_model("unet", "resnet18", num_classes=2, conv_impl=impl).init)(
+            jax.random.PRNGKey(0), x
+        )
+        for impl in ("lax", "fused")
+    ]
+    assert jax.tree.structure(inits[0]) == jax.tree.structure(inits[1])
+    for a, b in zip(jax.tree.leaves(inits[0]), jax.tree.leaves(inits[1]), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,7 @@ statistics in the ``batch_stats`` collection.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from segjax.models import conv_ops
 from segjax.models.batch_norm import FusedBatchNorm
+from segjax.models.upsampling_conv import UpsamplingConv, upsample_nearest
 
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
@@ -37,6 +38,10 @@ def make_divisible(value: float, divisor: int = 4, min_value: int | None = None)
 def hard_sigmoid(x: jax.Array) -> jax.Array:
     """relu6(x + 3) / 6, the gate of GhostNet's squeeze-and-excitation."""
     return jax.nn.relu6(x + 3.0) / 6.0
+
+
+# He (Kaiming) normal initialisation over the fan-out, as torchvision's ResNets initialise.
+KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv(
@@ -63,7 +68,7 @@ def conv(
         feature_group_count=groups,
         use_bias=use_bias,
         dtype=dtype,
-        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        kernel_init=KERNEL_INIT,
         conv_general_dilated=conv_ops.conv_general_dilated,
         name=name,
     )
@@ -207,11 +212,31 @@ class DoubleConv(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, skips: Sequence[jax.Array] | None = None
+    ) -> jax.Array:
+        """With ``skips``, the input is ``concat(upsample_nearest(x), *skips)``, which the first
+        convolution takes without building it where convolutions are fused
+        (``UpsamplingConv``: the same variables)."""
         for index in (1, 2):
-            x = conv(
-                self.features, 3, use_bias=self.norm is None, dtype=self.dtype, name=f"conv{index}"
-            )(x)
+            if index == 1 and skips is not None:
+                x = UpsamplingConv(
+                    self.features,
+                    (3, 3),
+                    padding=((1, 1), (1, 1)),
+                    use_bias=self.norm is None,
+                    dtype=self.dtype,
+                    kernel_init=KERNEL_INIT,
+                    name="conv1",
+                )(x, skips)
+            else:
+                x = conv(
+                    self.features,
+                    3,
+                    use_bias=self.norm is None,
+                    dtype=self.dtype,
+                    name=f"conv{index}",
+                )(x)
             if self.norm == "batch":
                 x = batch_norm(train, self.dtype, name=f"bn{index}")(x)
             x = nn.relu(x)
@@ -228,7 +253,12 @@ class GhostDoubleConv(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool = False, skips: Sequence[jax.Array] | None = None
+    ) -> jax.Array:
+        """``skips`` as in ``DoubleConv``."""
+        if skips is not None:
+            x = jnp.concatenate([upsample_nearest(x), *skips], axis=-1)
         for index in (1, 2):
             x = GhostModule(
                 self.features, kernel_size=3, relu=True, dtype=self.dtype, name=f"ghost{index}"

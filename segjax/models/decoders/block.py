@@ -7,14 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from segjax.models.layers import SCSE, Dtype, ModuleDef
+from segjax.models.upsampling_conv import upsample_nearest
 
 UPSAMPLE_MODES = ("nearest", "transpose")
 ATTENTIONS = (None, "scse")
-
-
-def upsample_nearest(x: jax.Array) -> jax.Array:
-    """Exact nearest-neighbour x2 upsampling of an NHWC batch."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 class DecoderBlock(nn.Module):
@@ -33,6 +29,10 @@ class DecoderBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, skips: Sequence[jax.Array], train: bool = False) -> jax.Array:
+        if self.upsample == "nearest" and self.attention is None:
+            # The unit upsamples and concatenates itself, so that its first convolution can
+            # skip building the upsampled tensor (layers.DoubleConv, UpsamplingConv).
+            return self.unit(self.features, name="unit")(x, train, skips=list(skips))
         if self.upsample == "nearest":
             x = upsample_nearest(x)
         else:
