@@ -85,7 +85,7 @@ def test_pipeline_benchmark_measures_host_and_device_augmentation(tfds_dir, shap
     assert combos == {(w, t, p) for w in ("host", "device") for t in (1, 2) for p in (0, 1)}
     assert all(r["images_per_s"] > 0 and r["batches"] >= 3 for r in data["rows"])
     assert data["device_warp"]["images_per_s"] > 0
-    assert "| device | 2 | 1 |" in result.stdout
+    assert "| device | no | 2 | 1 |" in result.stdout
 
 
 def test_parallel_runner_packs_members_and_times_them_alone_afterwards(
