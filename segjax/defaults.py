@@ -142,7 +142,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
 
 def instance_config(variant: str | None, pyramid: str) -> ml_collections.ConfigDict:
-    """Mask R-CNN on ResNet-18 with a ``pyramid`` ('fpn' or 'unetpp'), for instance maps.
+    """Mask R-CNN on ResNet-18 with a ``pyramid`` ('fpn', 'unetpp', 'fpn_repeated'), for instances.
 
     Anchor sizes 8..128 (P2..P6) suit objects of 4 to 200 pixels across, such as nuclei; the
     counts are smaller than Detectron2's (built for 800-pixel COCO images) to suit 128-pixel

@@ -28,7 +28,7 @@ from segjax.data.augment import resize
 from segjax.detection.label_maps import SPLITTERS
 from segjax.errors import UserError
 from segjax.files import write_atomically
-from segjax.instances import Splitter, jit_instances, predict_instances, score
+from segjax.instances import SCORE_THRESHOLD, Splitter, jit_instances, predict_instances, score
 from segjax.models import is_instance_model
 from segjax.reporting import describe_metrics
 from segjax.runs import (
@@ -66,6 +66,12 @@ def define_flags() -> None:
     )
     flags.DEFINE_integer(
         "min_area", 1, "objects of fewer pixels are dropped (Mask R-CNN runs and --instances)"
+    )
+    flags.DEFINE_float(
+        "score_threshold",
+        SCORE_THRESHOLD,
+        "instance runs: the DSB score counts the objects scoring at least this (mask AP ranks "
+        "them all)",
     )
 
 
@@ -156,7 +162,7 @@ def evaluate_instance_run(
                 _instance_png(run, image_dir, result, source)
                 saved += 1
         seconds = time.perf_counter() - start
-        metrics, records = score(results)
+        metrics, records = score(results, options.get("score_threshold", SCORE_THRESHOLD))
         prefix = "" if position == 0 else f"{method}/"
         report.update({prefix + k: v for k, v in metrics.items()})
         report[prefix + "seconds_per_image"] = seconds / len(results)
@@ -249,7 +255,13 @@ def main(argv) -> int:
     unknown = [m for m in args.instances if m not in SPLITTERS]
     if unknown:
         raise UserError(f"--instances={','.join(args.instances)}: choose among {list(SPLITTERS)}")
-    options = {"min_area": args.min_area, "seed_height": args.seed_height}
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise UserError(f"--score_threshold={args.score_threshold:g}: give a score in [0, 1]")
+    options = {
+        "min_area": args.min_area,
+        "seed_height": args.seed_height,
+        "score_threshold": args.score_threshold,
+    }
     if args.instances:
         evaluate_instance_run(
             args.workdir, args.split, args.checkpoint, args.num_images, args.instances, options

@@ -11,7 +11,7 @@ import pytest
 
 from segjax.detection import targets
 from segjax.models import create_model
-from segjax.models.detection import FeaturePyramid, NestedPyramid
+from segjax.models.detection import FeaturePyramid, NestedPyramid, RepeatedPyramid
 from tests.cli_utils import losses, run
 
 SMOKE = ["--config", "configs/maskrcnn_fpn.py:smoke"]
@@ -89,23 +89,29 @@ def test_pyramid_levels_and_nested_nodes():
     for module, nodes in (
         (FeaturePyramid(16), set()),
         (NestedPyramid(16), {"x_0_1", "x_0_2", "x_0_3", "x_1_1", "x_1_2", "x_2_1"}),
-    ):
+        (
+            RepeatedPyramid(16, repeats=2),
+            {f"{d}{r}_{i}" for r in (0, 1) for d, levels in (("down", (0, 1, 2)), ("up", (1, 2, 3)))
+             for i in levels},
+        ),
+    ):  # fmt: skip
         variables = jax.eval_shape(lambda m=module: m.init(jax.random.key(0), features))
         names = set(variables["params"])
-        assert {n for n in names if n.startswith("x_")} == nodes
+        assert {n for n in names if n.startswith(("x_", "down", "up"))} == nodes
         assert {f"lateral{i}" for i in range(4)} | {f"output{i}" for i in range(4)} <= names
         levels = jax.eval_shape(lambda v, m=module: m.apply(v, features), variables)
         assert [level.shape for level in levels] == [(1, s, s, 16) for s in (16, 8, 4, 2, 1)]
 
 
 def test_nested_p2_sees_the_deepest_level():
-    """P2 of the nested pyramid depends on C5 through x_0_3's nested nodes (and FPN's through
-    its top-down sum): the gradient of P2 with respect to C5 is not zero."""
+    """P2 of the nested pyramid depends on C5 through x_0_3's nested nodes (FPN's through its
+    top-down sum, the repeated FPN's through its top-down nodes): the gradient of P2 with
+    respect to C5 is not zero."""
     features = [
         jax.random.normal(jax.random.key(i), (1, 32 // s, 32 // s, 4))
         for i, s in enumerate((4, 8, 16, 32))
     ]
-    for module in (FeaturePyramid(8), NestedPyramid(8)):
+    for module in (FeaturePyramid(8), NestedPyramid(8), RepeatedPyramid(8, repeats=1)):
         variables = jax.jit(module.init)(jax.random.key(0), features)  # faster than eager
 
         def p2(c5, module=module, variables=variables):
@@ -115,8 +121,8 @@ def test_nested_p2_sees_the_deepest_level():
 
 
 @pytest.mark.parametrize("encoder", ["mobilenet_v2", "efficientnet_lite0"])
-@pytest.mark.parametrize("pyramid", ["fpn", "unetpp"])
-def test_lightweight_encoders_under_both_pyramids(encoder, pyramid):
+@pytest.mark.parametrize("pyramid", ["fpn", "unetpp", "fpn_repeated"])
+def test_lightweight_encoders_under_every_pyramid(encoder, pyramid):
     """Mask R-CNN's pyramids take the encoder's skips at strides 4..32, whatever their widths."""
     model = create_model(
         "maskrcnn", encoder, 2, pyramid=pyramid, pyramid_channels=16, max_detections=5
@@ -127,9 +133,32 @@ def test_lightweight_encoders_under_both_pyramids(encoder, pyramid):
     assert jax.tree.leaves(out)
 
 
+def test_repeated_fpn_spends_the_nested_pyramids_compute():
+    """At the instance configs' width (128) four repeats match the nested pyramid's encoder +
+    pyramid multiply-adds within 10% on both encoders of the instance study, and the heads read
+    the same width whatever the pyramid."""
+    from segjax.models.counting import summarize
+
+    for encoder in ("resnet18", "ghostnet_100"):
+        macs, params = {}, {}
+        for pyramid in ("unetpp", "fpn_repeated", "fpn"):
+            model = create_model("maskrcnn", encoder, 2, pyramid=pyramid, pyramid_channels=128)
+            layers = summarize(model, (1, 256, 256, 3)).layers
+            trunk = [layer.path.split("/")[0] in ("encoder", "pyramid") for layer in layers]
+            macs[pyramid] = sum(layer.macs for layer, t in zip(layers, trunk, strict=True) if t)
+            params[pyramid] = {
+                layer.path: layer.params for layer, t in zip(layers, trunk, strict=True) if not t
+            }
+        assert abs(macs["fpn_repeated"] / macs["unetpp"] - 1) < 0.10, (encoder, macs)
+        assert macs["fpn"] < 0.5 * macs["unetpp"]
+        assert params["fpn_repeated"] == params["unetpp"] == params["fpn"] != {}
+
+
 def test_create_model_checks_detection_options():
     with pytest.raises(ValueError, match="pyramid='bifpn' is not valid"):
         create_model("maskrcnn", "resnet18", 2, pyramid="bifpn")
+    with pytest.raises(ValueError, match="pyramid_repeats=0 is not valid"):
+        create_model("maskrcnn", "resnet18", 2, pyramid="fpn_repeated", pyramid_repeats=0)
     with pytest.raises(ValueError, match="anchor_sizes=.*one size per level"):
         create_model("maskrcnn", "resnet18", 2, anchor_sizes=(8, 16))
     with pytest.raises(ValueError, match="num_classes=1 is not valid for arch 'maskrcnn'"):
@@ -276,7 +305,8 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
         "from segjax.experiments.spec import Experiment, Member\n"
         f"B = {{'data.data_dir': {str(tfds_dir)!r}}}\n"
         "def get_experiment():\n"
-        "    return Experiment(name='sweep', kind='instances', size=64, members=[\n"
+        "    return Experiment(name='sweep', kind='instances', size=64, curves=True,\n"
+        "        comparisons=(('mrcnn', 'unet_components'),), members=[\n"
         "        Member('mrcnn', 'configs/maskrcnn_unetpp.py:smoke', B),\n"
         "        Member('unet_watershed', 'configs/resnet_unet.py:smoke',\n"
         "               {**B, 'model.encoder': 'resnet18', 'model.encoder_depth': 3},\n"
@@ -301,6 +331,19 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
     mrcnn = json.load(open(workdir / "mrcnn" / "eval_test.json"))
     assert f"{mrcnn['mask_ap']:.4f}" in rows["mrcnn"]
     assert (workdir / "results.png").stat().st_size > 10_000
+    # Convergence per trained member, each by its own selection metric; the paired test over
+    # the test images' DSB scores, Mask R-CNN against the U-Net's components.
+    convergence = (workdir / "convergence.md").read_text()
+    assert "dsb_score / miou" in convergence and "| unet_watershed | 2 |" in convergence
+    assert "| mrcnn | 2 |" in convergence and "unet_components |" not in convergence
+    paired_table = (workdir / "paired.md").read_text()
+    assert "Per-image DSB score" in paired_table
+    images = len(mrcnn["per_image"])
+    difference = np.mean([a["dsb_score"] for a in mrcnn["per_image"]]) - np.mean(
+        [b["dsb_score"] for b in evaluated["components/per_image"]]
+    )
+    assert f"| mrcnn | unet_components | 1 / 1 | {images} |" in paired_table
+    assert f"{difference:+.4f}" in paired_table
 
     # The baseline's splitting chosen on validation: every setting of the grid scored, and the
     # best watershed setting named with the flags that apply it.
@@ -320,6 +363,36 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
     best = max(grid[:4], key=lambda r: r["dsb_score"])
     flags = f"--seed_height={best['seed_height']:g} --min_area={best['min_area']}"
     assert flags in (tmp_path / "choice.md").read_text()
+
+    # Mask R-CNN's thresholds chosen on validation: every (NMS, score) pair scored, and the
+    # score threshold applied by segjax.evaluate gives the table's DSB score at the config's NMS.
+    thresholds = run(
+        [
+            "python", "experiments/nested_pyramid/threshold_choice.py",
+            "--workdirs", str(workdir / "mrcnn"), "--nms", "0.3,0.5", "--scores", "0.2,0.6",
+            "--out", str(tmp_path / "thresholds.md"),
+        ]
+    )  # fmt: skip
+    assert thresholds.returncode == 0, thresholds.stderr[-3000:]
+    found = json.load(open(tmp_path / "thresholds.json"))
+    assert [(r["nms"], r["score_threshold"]) for r in found] == [
+        (0.3, 0.2), (0.3, 0.6), (0.5, 0.2), (0.5, 0.6)
+    ]  # fmt: skip
+    assert "THRESHOLDS entry" in (tmp_path / "thresholds.md").read_text()
+    rescored = run(
+        [
+            "python", "-m", "segjax.evaluate", "--workdir", str(workdir / "mrcnn"),
+            "--split", "validation", "--score_threshold", "0.6", "--num_images", "0",
+        ]
+    )  # fmt: skip
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    validation = json.load(open(workdir / "mrcnn" / "eval_validation.json"))
+    assert validation["score_threshold"] == 0.6
+    assert validation["dsb_score"] == pytest.approx(found[3]["dsb_score"], abs=1e-9)
+    assert (
+        json.load(open(workdir / "mrcnn" / "config.json"))["model"]["detection_nms_threshold"]
+        == 0.5
+    )
 
     # predict splits a semantic run's foreground as evaluate does: a seed height above any
     # distance in the image leaves no seeds, so the watershed gives the connected components.

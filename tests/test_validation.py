@@ -136,7 +136,7 @@ def test_model_options_of_the_arch_reach_the_factory():
     assert set(model_defaults()) == {
         "encoder_depth", "decoder_channels", "attention", "decoder_block", "dtype",
         "freeze_encoder_bn", "deep_supervision", "prune_level", "filters", "dropout", "norm",
-        "conv_impl", "pyramid", "pyramid_channels", *detection,
+        "conv_impl", "pyramid", "pyramid_channels", "pyramid_repeats", *detection,
     }  # fmt: skip
     frozen = model_from_config(config_with(model__freeze_encoder_bn=True).model, 4, 3)
     assert frozen.freeze_encoder_bn and not model.freeze_encoder_bn

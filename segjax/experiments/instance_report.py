@@ -12,9 +12,13 @@ wall times. The plot puts the DSB score against the encoder and pyramid's GMACs 
 training speed.
 """
 
+import json
 import math
 import os
 
+import numpy as np
+
+from segjax.errors import UserError
 from segjax.experiments.records import collect, read_speed
 from segjax.experiments.report_parts import (
     budget_fields,
@@ -26,6 +30,7 @@ from segjax.experiments.report_parts import (
     speed_fields,
     write_csv,
 )
+from segjax.experiments.seeds import SEED_SUFFIX
 from segjax.model_config import model_from_config
 from segjax.models.counting import summarize
 from segjax.runs import load_config
@@ -50,6 +55,37 @@ COLUMNS = [
 ]
 
 
+# Row fields for the report's own use (curves, paired tests), not for the tables.
+INTERNAL = ("device", "eval_size", "member", "prefix", "curve_metric")
+
+
+def member_rows(rows: list[dict]) -> list[dict]:
+    """One row per trained member (a U-Net's methods share one), named by its directory: what
+    convergence is judged on, each by its own checkpoint-selection metric (Mask R-CNN's
+    validation DSB score, a U-Net's its ``best_metric``)."""
+    members = {}
+    for row in rows:
+        members.setdefault(row["member"], {**row, "name": row["member"]})
+    return list(members.values())
+
+
+def per_image_dsb(experiment, rows: list[dict], workdir: str) -> dict[str, list]:
+    """Model (row name without _seedN) -> each seed's per-image DSB score on the eval split, in
+    the split's order, from the members' evaluation records (one list per method)."""
+    split, scores = experiment.eval_split, {}
+    for row in rows:
+        path = os.path.join(workdir, row["member"], f"eval_{split}.json")
+        with open(path) as file:
+            records = json.load(file).get(f"{row['prefix']}per_image")
+        if records is None:
+            raise UserError(
+                f"{path} has no {row['prefix']}per_image records; re-run segjax.evaluate"
+            )
+        values = np.array([record["dsb_score"] for record in records], np.float64)
+        scores.setdefault(SEED_SUFFIX.sub("", row["name"]), []).append(values)
+    return scores
+
+
 def _method_prefixes(record: dict, split: str) -> list[tuple[str, str]]:
     """(key prefix, method) of each instance evaluation in a member's record."""
     first = record.get(f"{split}/method")
@@ -66,7 +102,7 @@ def _minor_tick(value: float, _) -> str:
     return f"{value:g}" if leading in "235" else ""
 
 
-def _figures(config, size: int) -> tuple[int, int, int]:
+def model_figures(config, size: int) -> tuple[int, int, int]:
     """(parameters, MACs, MACs of the encoder and pyramid alone) at size x size: Mask R-CNN's
     heads run on a fixed number of boxes, so its trunk is what compares with a U-Net's encoder
     and decoder (whose trunk is the whole model)."""
@@ -87,7 +123,7 @@ def build_rows(experiment, workdir: str) -> list[dict]:
     for record in collect(experiment, workdir):
         directory = os.path.join(workdir, record["name"])
         config = load_config(directory)
-        params, macs, trunk = _figures(config, size)
+        params, macs, trunk = model_figures(config, size)
         speed = read_speed(directory, size) or {}
         for prefix, method in _method_prefixes(record, split):
 
@@ -95,12 +131,17 @@ def build_rows(experiment, workdir: str) -> list[dict]:
                 return record.get(f"{split}/{prefix}{key}", nan)
 
             name = record["name"]
-            if method:
-                name = name.replace("_watershed", "") + f"_{method}"
+            if method:  # unet_x_watershed_seed1 -> unet_x_<method>_seed1
+                seed = SEED_SUFFIX.search(name)
+                base = SEED_SUFFIX.sub("", name).replace("_watershed", "")
+                name = base + f"_{method}" + (seed.group(0) if seed else "")
             arch = config.model.arch
             rows.append(
                 {
                     "name": name,
+                    "member": record["name"],
+                    "prefix": prefix,
+                    "curve_metric": config.best_metric,
                     "arch": f"{arch}/{config.model.pyramid}" if arch == "maskrcnn" else arch,
                     "method": method or "detection",
                     "encoder": config.model.encoder,
@@ -207,7 +248,7 @@ def write(experiment, workdir: str, out: str) -> list[dict]:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(markdown(rows, experiment))
-    write_csv(rows, os.path.join(out, "results.csv"), leave_out=("device", "eval_size"))
+    write_csv(rows, os.path.join(out, "results.csv"), leave_out=INTERNAL)
     missing = len(experiment.members) - len(
         {r["name"] for r in rows if r["method"] != "components"}
     )

@@ -257,12 +257,14 @@ def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> d
     """``convergence.md`` (each member's last-quarter gain, the criterion, steps to 95% of its
     final validation score and, where the speed phase measured the step alone, the seconds that
     takes) and ``curves.png``; returns each member's figures by name."""
-    metric = curve_metric(experiment)
+    metrics = [row.get("curve_metric") or curve_metric(experiment) for row in rows]
+    metric = " / ".join(dict.fromkeys(metrics))
     curves, figures = {}, {}
     lines = [
         f"# {experiment.name}: convergence",
         "",
-        f"Validation {metric} at every evaluation. Criterion: the best validation score "
+        f"Validation {metric} at every evaluation (each member's checkpoint-selection metric). "
+        "Criterion: the best validation score "
         "(what checkpoint selection picks) gains less than "
         f"{curves_lib.CONVERGED_GAIN} over the last quarter of the budget (best gain = best of "
         "all evaluations - best up to 3/4 of the steps; final gain = last - value at 3/4). "
@@ -273,12 +275,17 @@ def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> d
         "| steps to 95% | s/step alone | seconds to 95% |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for row in rows:
-        curve = curves_lib.validation_curve(os.path.join(workdir, row["name"]), metric)
-        quarter = curves_lib.last_quarter(curve, row["steps"])
+    for row, member_metric in zip(rows, metrics, strict=True):
+        curve = curves_lib.validation_curve(os.path.join(workdir, row["name"]), member_metric)
+        curves[row["name"]] = curve
+        try:
+            quarter = curves_lib.last_quarter(curve, row["steps"])
+        except ValueError as error:  # too few passes to judge: said in its row, not a crash
+            figures[row["name"]] = {"converged": False}
+            lines.append(f"| {row['name']} | {len(curve)} | cannot be judged: {error} |||||||||")
+            continue
         to_95 = curves_lib.steps_to_fraction(curve)
         step_seconds = row["batch_size"] / row["train_img_per_sec"]  # NaN when not measured
-        curves[row["name"]] = curve
         figures[row["name"]] = {**quarter, "steps_to_95": to_95, "step_seconds": step_seconds}
         lines.append(
             f"| {row['name']} | {quarter['evaluations']} | {quarter['at_three_quarters']:.4f} "
@@ -328,12 +335,17 @@ def per_image_scores(experiment, rows: list[dict], workdir: str) -> dict[str, li
     return scores
 
 
-def write_paired(experiment, rows: list[dict], workdir: str, out: str) -> list[dict]:
-    """``paired.md``: each of the experiment's comparisons over the eval split's images."""
-    if not experiment.highlight_class:
-        raise UserError(f"{experiment.name}: comparisons need a highlight_class to compare")
-    scores = per_image_scores(experiment, rows, workdir)
-    metric = f"{experiment.highlight_class} IoU"
+def write_paired(
+    experiment, rows: list[dict], workdir: str, out: str, scores=None, metric: str = ""
+) -> list[dict]:
+    """``paired.md``: each of the experiment's comparisons over the eval split's images, of the
+    highlighted class's IoU or of the given per-image ``scores`` (model -> one array per seed)
+    named ``metric``."""
+    if scores is None:
+        if not experiment.highlight_class:
+            raise UserError(f"{experiment.name}: comparisons need a highlight_class to compare")
+        scores = per_image_scores(experiment, rows, workdir)
+        metric = f"{experiment.highlight_class} IoU"
     lines = [
         f"# {experiment.name}: paired tests",
         "",
@@ -376,6 +388,12 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
         rows = instance_report.write(experiment, workdir, out)
         if not rows:
             raise UserError(f"{workdir}: no finished member of {experiment.name} to report")
+        if experiment.curves:
+            write_convergence(experiment, instance_report.member_rows(rows), workdir, out)
+        if experiment.comparisons:
+            scores = instance_report.per_image_dsb(experiment, rows, workdir)
+            write_paired(experiment, rows, workdir, out, scores, "DSB score")
+        write_tables(experiment, rows, workdir, out)
         return rows
     rows = build_rows(experiment, workdir)
     if not rows:
@@ -400,11 +418,15 @@ def write_report(experiment_path: str, workdir: str, out: str) -> list:
         write_convergence(experiment, rows, workdir, out)
     if experiment.comparisons:
         write_paired(experiment, rows, workdir, out)
+    write_tables(experiment, rows, workdir, out)
+    return rows
+
+
+def write_tables(experiment, rows: list[dict], workdir: str, out: str) -> None:
     if experiment.tables:
         for name, text in experiment.tables(rows, workdir, out).items():
             with open(os.path.join(out, name), "w") as f:
                 f.write(text)
-    return rows
 
 
 def main(argv) -> int:

@@ -54,10 +54,12 @@ class Experiment:
     size: int = 256  # square input size of the MACs and inference-latency columns
     highlight_class: str | None = None  # a class whose IoU gets its own column, e.g. 'nucleus'
     kind: str = "semantic"  # or 'instances': DSB score and mask AP columns (instance_report)
-    # Report extras (semantic): ``curves`` draws every member's validation curve and tabulates
-    # its convergence (segjax/experiments/curves.py); ``comparisons`` names model pairs (member
-    # names without _seedN) to test over the eval split's images (segjax/experiments/paired.py);
-    # ``tables(rows, workdir, out)`` returns the experiment's own tables as {file name: text}.
+    # Report extras: ``curves`` draws every member's validation curve and tabulates its
+    # convergence (segjax/experiments/curves.py; an instance member's by its own best_metric);
+    # ``comparisons`` names model pairs (member names without _seedN; an instance sweep's U-Net
+    # by its method's row name) to test over the eval split's images (paired.py: the highlighted
+    # class's IoU, or for instances the DSB score); ``tables(rows, workdir, out)`` returns the
+    # experiment's own tables as {file name: text}.
     curves: bool = False
     comparisons: tuple[tuple[str, str], ...] = ()
     tables: Callable[[list[dict], str, str], dict[str, str]] | None = None

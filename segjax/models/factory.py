@@ -17,6 +17,7 @@ from segjax.models.detection import (
     FeaturePyramid,
     MaskRCNN,
     NestedPyramid,
+    RepeatedPyramid,
 )
 from segjax.models.encoders.efficientnet_lite import (
     EFFICIENTNETS,
@@ -67,6 +68,7 @@ _NESTED_OPTIONS = dict(deep_supervision=False, prune_level=None)
 _DETECTION_OPTIONS = dict(
     pyramid="fpn",
     pyramid_channels=256,
+    pyramid_repeats=4,
     dtype="float32",
     freeze_encoder_bn=False,
     conv_impl="auto",
@@ -152,7 +154,8 @@ def create_model(
     ``dropout`` and ``norm`` (None or 'batch').
 
     'maskrcnn' is an instance segmentation model (``segjax.models.detection``) on ``encoder``:
-    ``pyramid`` 'fpn' or 'unetpp', ``pyramid_channels``, and the counts and thresholds of
+    ``pyramid`` 'fpn', 'unetpp' or 'fpn_repeated' (``pyramid_repeats`` top-down and bottom-up
+    passes, the nested pyramid's compute), ``pyramid_channels``, and the counts and thresholds of
     ``DetectionSettings``; ``num_classes`` counts the background.
     """
     options = _options(arch, options)
@@ -329,10 +332,15 @@ def _maskrcnn(encoder, num_classes, in_channels, dtype, conv_impl, options) -> M
     pyramid = _choice("pyramid", options["pyramid"], PYRAMIDS)
     channels = _int_in("pyramid_channels", options["pyramid_channels"], 1)
     encoder_cls, _, kwargs = ENCODERS[encoder]
-    pyramid_cls = FeaturePyramid if pyramid == "fpn" else NestedPyramid
+    if pyramid == "fpn_repeated":
+        repeats = _int_in("pyramid_repeats", options["pyramid_repeats"], 1)
+        pyramid_module = RepeatedPyramid(channels, repeats, dtype=dtype)
+    else:
+        pyramid_cls = FeaturePyramid if pyramid == "fpn" else NestedPyramid
+        pyramid_module = pyramid_cls(channels, dtype=dtype)
     return MaskRCNN(
         encoder_cls(**kwargs, depth=5, dtype=dtype),
-        pyramid_cls(channels, dtype=dtype),
+        pyramid_module,
         num_classes,
         in_channels,
         _settings(options),

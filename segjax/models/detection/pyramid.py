@@ -13,6 +13,14 @@ rows are merged:
   takes the last node of its row: P2 = out_0(x_{0,3}), P3 = out_1(x_{1,2}), P4 = out_2(x_{2,1}),
   P5 = out_3(x_{3,0}). Every P_i thus sees every deeper level through the nested nodes, where
   FPN's sees them through one sum.
+- ``RepeatedPyramid`` ('fpn_repeated'): FPN's sums, made as deep as the nested pyramid instead of
+  as connected. ``repeats`` times a top-down pass m_3 = b_3, m_i = H(b_i + up(m_{i+1})) then a
+  bottom-up pass b_0 = m_0, b_i = H(m_i + pool(b_{i-1})) (PANet's added path, repeated as
+  EfficientDet's BiFPN repeats its layer; plain sums and H the same U-Net++ node, b_i = x_{i,0}
+  before the first repeat); P_{i+2} = out_i(b_i). Four repeats spend the nested pyramid's
+  multiply-adds within 10% at the same width, so the heads, which read ``channels`` features,
+  are the same too: an FPN of equal compute that differs from the nested pyramid only in its
+  skips.
 """
 
 from functools import partial
@@ -24,7 +32,7 @@ import jax.numpy as jnp
 from segjax.models.decoders.block import DecoderBlock, upsample_nearest
 from segjax.models.layers import DoubleConv, conv
 
-PYRAMIDS = ("fpn", "unetpp")
+PYRAMIDS = ("fpn", "unetpp", "fpn_repeated")
 STRIDES = (4, 8, 16, 32, 64)
 
 
@@ -81,3 +89,30 @@ class NestedPyramid(nn.Module):
                     self.channels, unit, dtype=self.dtype, name=f"x_{i}_{j}"
                 )(nodes[(i + 1, j - 1)], skips, train)
         return outputs([nodes[(i, last - i)] for i in range(last + 1)])
+
+
+class RepeatedPyramid(nn.Module):
+    """FPN with ``repeats`` top-down + bottom-up passes of U-Net++ nodes (module docstring);
+    nodes are named ``down{r}_{i}`` (top-down) and ``up{r}_{i}`` (bottom-up)."""
+
+    channels: int = 256
+    repeats: int = 4
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, features, train: bool = False) -> list[jax.Array]:
+        rows, outputs = _lateral_and_output(features, self.channels, self.dtype)
+        last = len(rows) - 1
+
+        def node(name, x):
+            return DoubleConv(self.channels, norm="batch", dtype=self.dtype, name=name)(x, train)
+
+        for r in range(self.repeats):
+            merged = {last: rows[last]}
+            for i in reversed(range(last)):
+                merged[i] = node(f"down{r}_{i}", rows[i] + upsample_nearest(merged[i + 1]))
+            rows = [merged[0]]
+            for i in range(1, last + 1):
+                pooled = nn.max_pool(rows[-1], window_shape=(2, 2), strides=(2, 2))
+                rows.append(node(f"up{r}_{i}", merged[i] + pooled))
+        return outputs(rows)

@@ -1,0 +1,64 @@
+#!/bin/bash
+# experiments/nested_pyramid.py on a lent GPU machine, from the repository root, with what the
+# machine lacks carried along:
+#   .whl/              wheels of the packages its image lacks (benchmarks/device/fetch_wheels.sh)
+#   .devcarry/dsb2018  the data (python benchmarks/device/pack_data.py ../shared/data/dsb2018_nuclei
+#                      .devcarry/dsb2018: the same arrays, 33 MB)
+# The members train under the CPU protocol (float32, JAX_DEFAULT_MATMUL_PRECISION=highest: no
+# TF32, batch 8), PARALLEL at a time (segjax.experiments.run --parallel: device memory split,
+# one compilation cache). Members finished on an earlier machine (the committed records under
+# experiments/nested_pyramid/$VARIANT/members) are copied in first, so the runner trains only what
+# is missing. At DEADLINE seconds the members still running are stopped (a loan is short; size
+# the budget so members finish within one); the finished members' records are packed into
+# $OUT/$VARIANT_records.tar.gz (unpack under experiments/nested_pyramid/$VARIANT/members).
+# A CPU check of this script: VARIANT=tuning ONLY=<two members> EXTRA="--set total_steps=4 ..."
+set -u
+START=$(date +%s)
+OUT=${OUT:-runs/device_out}; mkdir -p "$OUT"; OUT_ABS=$(cd "$OUT" && pwd)
+VARIANT=${VARIANT:-tuning}
+WORKDIR=${WORKDIR:-runs/nested_$VARIANT}
+DATA=${DATA:-.devcarry/dsb2018}
+PARALLEL=${PARALLEL:-4}
+DEADLINE=${DEADLINE:-480}
+ONLY=${ONLY:-}     # comma-separated member names, else every member
+EXTRA=${EXTRA:-}   # more runner flags
+SPEED=${SPEED:-0}  # 1: the runner's speed phase after training (one member at a time)
+PREVIOUS=${PREVIOUS:-experiments/nested_pyramid/$VARIANT/members}
+WHEELS=${WHEELS-.whl}
+PY=${PY:-python3}
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 JAX_DEFAULT_MATMUL_PRECISION=highest
+elapsed() { echo $(( $(date +%s) - START )); }
+
+if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+$PY -c "import jax; print('jax', jax.__version__, jax.devices())" || exit 1
+
+mkdir -p "$WORKDIR"
+if [ -d "$PREVIOUS" ]; then
+  cp -rn "$PREVIOUS"/. "$WORKDIR"/
+  echo "$(ls "$PREVIOUS" | wc -l) members' records copied in from $PREVIOUS"
+fi
+SPEED_FLAG=$([ "$SPEED" = 1 ] && echo --speed || echo --nospeed)
+ONLY_FLAG=$([ -n "$ONLY" ] && echo "--only=$ONLY")
+$PY -m segjax.experiments.run "experiments/nested_pyramid.py:$VARIANT" --workdir "$WORKDIR" \
+    --parallel "$PARALLEL" $SPEED_FLAG $ONLY_FLAG --set "data.path=$DATA" $EXTRA \
+    > "$OUT/runner.log" 2>&1 &
+RUNNER=$!
+while kill -0 $RUNNER 2>/dev/null && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 5; done
+if kill -0 $RUNNER 2>/dev/null; then
+  echo "deadline ($DEADLINE s) reached: stopping the members still running"
+  pkill -f -- "--workdir $WORKDIR"; sleep 5
+fi
+wait $RUNNER 2>/dev/null; echo "runner exit $? at $(elapsed) s"
+tail -40 "$OUT/runner.log"
+FINISHED=$(grep -l '"finished": true' "$WORKDIR"/*/member.json 2>/dev/null \
+           | xargs -r -n1 dirname | xargs -r -n1 basename)
+echo "finished: $(echo $FINISHED | wc -w) members"
+( cd "$WORKDIR" && tar czf "$OUT_ABS/${VARIANT}_records.tar.gz" \
+    $(for m in $FINISHED; do for f in config.json dataset.json member.json eval_validation.json \
+      eval_test.json metrics.jsonl model.txt speed.json; do [ -f "$m/$f" ] && echo "$m/$f"; done; done) )
+ls -la "$OUT"
