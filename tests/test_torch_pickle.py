@@ -4,6 +4,7 @@ by name with nothing run. The files are written by ``tests/torch_files.py`` as t
 (``test_pretrained_live.py`` checks the reader against ``torch.load`` where torch is installed).
 """
 
+import json
 import os
 import pickle
 import struct
@@ -147,11 +148,108 @@ def _bad_files(directory, marker) -> dict[str, tuple[str, str]]:
     torch_files.write_zip(huge, _one_tensor())
     _claim_size(huge, "archive/data/0", 0xFFFF0000)
     files["huge_entry"] = (huge, "claims 4,294,901,760 bytes, more than the whole file's")
+    files.update(_exhausting_files(path))
+    files.update(_tampering_files(path))
+    files.update(_undecodable_files(path))
     return files
+
+
+def _exhausting_files(path) -> dict[str, tuple[str, str]]:
+    """Small files whose naive reading takes unbounded time or memory (issue 52, 1-2, 8)."""
+    files = {}
+    shared = []
+    for _ in range(40):  # one list referenced twice at every level: 2^40 paths, 41 objects
+        shared = [shared, shared]
+    torch_files.write_zip(path("shared_dag"), {}, data_pkl=pickle.dumps({"w": shared}, 2))
+    files["shared_dag"] = (path("shared_dag"), "its structure expands to 2,199,023,255,552 objects")
+    one = torch_files.Storage("0", np.zeros(1, np.float32))
+    torch_files.write_zip(path("stride0"), {"w": torch_files.Tensor(one, 0, (2**28,), (0,))})
+    files["stride0"] = (path("stride0"), "would produce 268,435,456 elements")
+    torch_files.write_zip(path("stride0_4tib"), {"w": torch_files.Tensor(one, 0, (2**40,), (0,))})
+    files["stride0_4tib"] = (path("stride0_4tib"), "would produce 1,099,511,627,776 elements")
+    tensor = torch_files.tensors_of({"w": np.zeros(65536, np.float32)})["w"]
+    torch_files.write_zip(path("references"), {f"w{i}": tensor for i in range(2000)})
+    files["references"] = (path("references"), "would produce 131,072,000 elements")
+    dims = torch_files.Tensor(one, 0, (1,) * 65, (0,) * 65)
+    torch_files.write_zip(path("dims65"), {"w": dims})
+    files["dims65"] = (path("dims65"), "a tensor of 65 dimensions (at most 32)")
+    empty = torch_files.Tensor(one, 0, (0, 2**70), (1, 1))
+    torch_files.write_zip(path("empty_huge"), {"w": empty})
+    files["empty_huge"] = (path("empty_huge"), "tensor 'w' of size (0, 1180591620717411303424)")
+    return files
+
+
+def _build_on(module: str, name: str, state) -> bytes:
+    """A pickle that looks up a global and applies BUILD to it (no call), then stops."""
+    body = pickle.dumps(state, 2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x02" + f"c{module}\n{name}\n".encode() + body + b"b."
+
+
+def _tampering_files(path) -> dict[str, tuple[str, str]]:
+    """Files that would change the reader's own objects through BUILD (issue 52, 3)."""
+    files = {}
+    defaults = {"__defaults__": (None, 0, (6,), (1,))}
+    for label, state in (("dict", defaults), ("slots", (None, defaults))):
+        pkl = _build_on("torch._utils", "_rebuild_tensor_v2", state)
+        torch_files.write_zip(path(f"build_rebuilder_{label}"), {}, data_pkl=pkl)
+        files[f"build_rebuilder_{label}"] = (
+            path(f"build_rebuilder_{label}"),
+            "it modifies torch._utils._rebuild_tensor_v2 (BUILD)",
+        )
+    pkl = _build_on("collections", "OrderedDict", {"x": 1})
+    torch_files.write_zip(path("build_constructor"), {}, data_pkl=pkl)
+    files["build_constructor"] = (
+        path("build_constructor"),
+        "it modifies collections.OrderedDict (BUILD)",
+    )
+    # A fresh OrderedDict whose BUILD would shadow its own items() method.
+    pkl = b"\x80\x02ccollections\nOrderedDict\n)R" + pickle.dumps({"items": 1}, 2)[2:-1] + b"b."
+    torch_files.write_zip(path("build_shadows"), {}, data_pkl=pkl)
+    files["build_shadows"] = (path("build_shadows"), "sets attributes of an OrderedDict other")
+    return files
+
+
+def _undecodable_files(path) -> dict[str, tuple[str, str]]:
+    """Archives whose entries zipfile or zlib cannot decode (issue 52, 8)."""
+    files = {}
+    deflated = path("garbled_deflate")
+    _deflated_copy(_one_tensor(), deflated)
+    with open(deflated, "r+b") as file:
+        data = bytearray(file.read())
+        start = data.find(b"archive/data.pkl") + len("archive/data.pkl")
+        data[start + 2 : start + 12] = b"\xff" * 10  # inside data.pkl's compressed bytes
+        file.seek(0)
+        file.write(data)
+    files["garbled_deflate"] = (deflated, "archive entry 'archive/data.pkl' is unreadable")
+    says_deflate = path("stored_says_deflate")
+    torch_files.write_zip(says_deflate, _one_tensor())
+    _edit_central(says_deflate, "archive/data/0", 10, "<H", 8)
+    files["stored_says_deflate"] = (says_deflate, "archive entry 'archive/data/0' is unreadable")
+    encrypted = path("encrypted")
+    torch_files.write_zip(encrypted, _one_tensor())
+    _edit_central(encrypted, "archive/data/0", 8, "<H", 1)
+    files["encrypted"] = (encrypted, "archive entry 'archive/data/0' is encrypted")
+    return files
+
+
+def _deflated_copy(obj, path) -> None:
+    import zipfile
+
+    stored = str(path) + ".stored"
+    torch_files.write_zip(stored, obj)
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info))
+    os.remove(stored)
 
 
 def _claim_size(path: str, member: str, size: int) -> None:
     """Rewrites the central directory so that ``member`` claims ``size`` uncompressed bytes."""
+    _edit_central(path, member, 24, "<I", size)
+
+
+def _edit_central(path: str, member: str, offset: int, fmt: str, value: int) -> None:
+    """Packs ``value`` at ``offset`` of ``member``'s central directory record."""
     with open(path, "rb") as file:
         data = bytearray(file.read())
     name = member.encode()
@@ -159,7 +257,7 @@ def _claim_size(path: str, member: str, size: int) -> None:
     while (start := data.find(b"PK\x01\x02", start)) >= 0:
         name_length = struct.unpack_from("<H", data, start + 28)[0]
         if data[start + 46 : start + 46 + name_length] == name:
-            struct.pack_into("<I", data, start + 24, size)
+            struct.pack_into(fmt, data, start + offset, value)
             break
         start += 4
     else:
@@ -169,14 +267,22 @@ def _claim_size(path: str, member: str, size: int) -> None:
 
 
 def test_bad_files_are_refused_by_name_and_run_nothing(tmp_path):
+    """Each refused with its reason, in one line, nothing run; and none changes the reader:
+    read again after all of them, each is refused the same way and a good file reads."""
     marker = tmp_path / "pwned"
-    for name, (path, words) in _bad_files(tmp_path, marker).items():
-        with pytest.raises(WeightsFileError) as raised:
-            read_state_dict(path)
-        message = str(raised.value)
-        assert message.startswith(f"{path}: refused: ") and words in message, (name, message)
-        assert "\n" not in message, name
-        assert not marker.exists(), name
+    files = _bad_files(tmp_path, marker)
+    for _ in range(2):
+        for name, (path, words) in files.items():
+            with pytest.raises(WeightsFileError) as raised:
+                read_state_dict(path)
+            message = str(raised.value)
+            assert message.startswith(f"{path}: refused: ") and words in message, (name, message)
+            assert "\n" not in message, name
+            assert not marker.exists(), name
+    good = tmp_path / "good.pth"
+    torch_files.write_zip(good, torch_files.tensors_of({"w": np.arange(6.0).reshape(2, 3)}))
+    tensors, _ = read_state_dict(str(good))
+    np.testing.assert_array_equal(tensors["w"], np.arange(6.0).reshape(2, 3))
 
 
 @pytest.mark.slow
@@ -190,3 +296,16 @@ def test_bad_files_through_the_convert_command(tmp_path):
         )  # fmt: skip
         assert_one_error_line(result, 2, words)
         assert not marker.exists(), name
+
+
+def test_fuzzed_files_are_loaded_or_refused_within_limits(tmp_path):
+    """300 seeded mutants of a small state dict (tests/torch_fuzz.py), each read in a forked
+    process under a 10 s and 1 GiB limit: loaded or refused in one line, never a traceback,
+    never over a limit, never a reader that reads a good file differently afterwards."""
+    out = tmp_path / "fuzz.json"
+    result = run([sys.executable, "-m", "tests.torch_fuzz", "--mutants", "300", "--json", str(out)])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["mutants"] == 300 and not summary["failures"]
+    assert set(summary["outcomes"]) == {"loaded", "refused"}  # both kinds reached
+    assert summary["slowest_s"] < 10 and summary["largest_peak_mib"] < 1024

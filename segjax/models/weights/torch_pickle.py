@@ -12,10 +12,19 @@ the older one, so both are read:
 
 The pickles go through ``pickle.Unpickler`` with ``find_class`` replaced by a table of the few
 globals a state dict names (``collections.OrderedDict``, torch's tensor rebuilders and storage
-types), each mapped to a function of this module that only records numbers. Any other global is
-refused by name before it is looked up, so nothing a file names is imported or called. Storages
-are read as bytes; every tensor's offset, shape and strides are checked against its storage, and
+types), each mapped to an object of this module that only records numbers. Any other global is
+refused by name before it is looked up, so nothing a file names is imported or called, and a
+pickle's BUILD may set attributes only on a dict the reader made for it (torch's ``_metadata``),
+never on the reader's own objects, so one file cannot change how the next is read. Storages are
+read as bytes; every tensor's offset, shape and strides are checked against its storage, and
 every size against the file's, before an array is made.
+
+The work is bounded by the file: the pickle's objects are walked once each (a structure that
+references one list from two places, 40 levels deep, is 80 objects, not 2^40), and before any
+array is made the reader counts the elements every tensor reference will produce, repeated
+references and stride-0 views included, and refuses a file whose tensors would produce more
+than ``MAX_EXPANSION`` times the elements its storages hold, or whose structure expands to more
+than ``MAX_OBJECTS`` objects.
 
 No well-kept library does this: ``torch.load(weights_only=True)`` needs torch, and the small
 torch-free readers on PyPI read only the zip archive, not the legacy files of the packages above.
@@ -28,7 +37,9 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import ml_dtypes
@@ -37,6 +48,14 @@ import numpy as np
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 MAX_NESTING = 64  # a state dict is two or three containers deep
+MAX_DIMENSIONS = 32  # a tensor's; NumPy's own limit is 64
+# Elements every tensor reference may produce, per element of the file's storages: tied weights
+# reference one storage twice; more than this is a file built to make the reader allocate.
+MAX_EXPANSION = 4
+MAX_OBJECTS = 1_000_000  # the structure counted as a tree; ResNet-101's state dict is ~2,000
+# Bytes the archive entries read may decompress to, per byte of the file (torch stores them
+# uncompressed; a re-zipped file of float weights compresses by a few percent).
+MAX_INFLATION = 4
 ZIP_MAGIC = b"PK\x03\x04"
 # torch's storage types and the element type of their bytes (little-endian).
 STORAGE_DTYPES = {
@@ -112,21 +131,56 @@ def _rebuild_parameter(data, *_unused) -> _Tensor:
     return data
 
 
+class _PickledDict(OrderedDict):
+    """An OrderedDict the reader made for the pickle. torch's state dict carries a ``_metadata``
+    attribute, set by BUILD; BUILD may set such names, not shadow the dict's own methods."""
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and not hasattr(OrderedDict, k) for k in state
+        ):
+            raise TorchFileError("it sets attributes of an OrderedDict other than data (BUILD)")
+        self.__dict__.update(state)
+
+
 def _ordered_dict(*args) -> OrderedDict:
     """collections.OrderedDict, called with no arguments (the state dict, backward hooks)."""
     if args:
         raise TorchFileError("collections.OrderedDict called with arguments")
-    return OrderedDict()
+    return _PickledDict()
 
 
-_GLOBALS = {
-    ("collections", "OrderedDict"): _ordered_dict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
-}
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Global:
+    """What a global of the table resolves to: callable, and refusing BUILD, so that a pickle
+    cannot change it (its defaults, its attributes) for this file or any later one."""
+
+    name: str
+    function: Callable[..., Any]
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+    def __setstate__(self, state) -> None:
+        raise TorchFileError(f"it modifies {self.name} (BUILD)")
+
+
+def _global(module: str, name: str, function: Callable[..., Any]) -> tuple:
+    return (module, name), _Global(f"{module}.{name}", function)
+
+
+_GLOBALS = dict(
+    [
+        _global("collections", "OrderedDict", _ordered_dict),
+        _global("torch._utils", "_rebuild_tensor", _rebuild_tensor),
+        _global("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor),
+        _global("torch._utils", "_rebuild_parameter", _rebuild_parameter),
+        _global("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter),
+        *((("torch", name), _StorageType(name)) for name in STORAGE_DTYPES),
+    ]
+)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -169,7 +223,32 @@ class _Unpickler(pickle.Unpickler):
         return _Storage(view[0], storage.dtype, view[2], view=(key, view[1], view[2]))
 
 
+class _BoundedReader:
+    """A file as the unpickler reads it, where a read never asks for more than the file has
+    left: the unpickler reads a string's declared length at once, so a stream that declares
+    4 GB in a 600-byte file would otherwise allocate 4 GB before finding it truncated."""
+
+    def __init__(self, file: BinaryIO, size: int):
+        self.file, self.size = file, size
+
+    def _left(self) -> int:
+        return max(self.size - self.file.tell(), 0)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.file.read(self._left() if n is None or n < 0 else min(n, self._left()))
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.file.readline(self._left() if limit < 0 else min(limit, self._left()))
+
+
 def _load_pickle(file: BinaryIO, storages: dict[str, _Storage]) -> Any:
+    if isinstance(file, io.BufferedReader):
+        file = _BoundedReader(file, os.fstat(file.fileno()).st_size)
     try:
         return _Unpickler(file, storages).load()
     except TorchFileError:
@@ -204,7 +283,7 @@ def read_torch_file(path: str) -> Any:
 def _read_zip(path: str, file_size: int) -> Any:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as error:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as error:
         raise TorchFileError(f"a zip archive that is truncated or corrupt ({error})") from None
     with archive:
         entries = {info.filename: info for info in archive.infolist()}
@@ -223,21 +302,41 @@ def _read_zip(path: str, file_size: int) -> Any:
             raise TorchFileError("a big-endian file")
         storages: dict[str, _Storage] = {}
         result = _load_pickle(io.BytesIO(_read_entry(archive, entries[pickles[0]])), storages)
+        infos = {}
+        for key in storages:
+            infos[key] = entries.get(f"{prefix}data/{key}")
+            if infos[key] is None:
+                raise TorchFileError(f"storage {key!r} is not in the archive")
+        claimed = sum(info.file_size for info in infos.values())
+        if claimed > MAX_INFLATION * file_size:
+            raise TorchFileError(
+                f"its storages claim {claimed:,} bytes in all, more than {MAX_INFLATION}x the "
+                f"file's {file_size:,}"
+            )
         arrays = {}
         for key, storage in storages.items():
-            info = entries.get(f"{prefix}data/{key}")
-            if info is None:
-                raise TorchFileError(f"storage {key!r} is not in the archive")
-            data = _read_entry(archive, info)
+            data = _read_entry(archive, infos[key])
             arrays[key] = _storage_array(key, data, storage.dtype, storage.numel)
     return _materialize(result, arrays)
 
 
 def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.flag_bits & 0x1:
+        raise TorchFileError(f"archive entry {info.filename!r} is encrypted")
     try:
         return archive.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
-        raise TorchFileError(f"archive entry {info.filename!r} is unreadable ({error})") from None
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        zlib.error,
+    ) as error:
+        raise TorchFileError(
+            f"archive entry {info.filename!r} is unreadable ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _read_legacy(file: BinaryIO, file_size: int) -> Any:
@@ -290,23 +389,78 @@ def _storage_array(key: str, data: bytes, dtype: np.dtype, numel: int) -> np.nda
     return np.frombuffer(data, dtype, count=numel)
 
 
-def _materialize(value: Any, arrays: dict[str, np.ndarray], name: str = "", depth: int = 0) -> Any:
-    """``value`` with every recorded tensor replaced by its array (containers rebuilt)."""
+def _materialize(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``value`` with every recorded tensor replaced by its array (containers rebuilt), once the
+    file's budget (module docstring) allows it: each object is rebuilt once, a shared one shared."""
+    counts: dict[int, tuple[int, int]] = {}
+    objects, elements = _count(value, counts, 0)
+    if objects > MAX_OBJECTS:
+        raise TorchFileError(
+            f"its structure expands to {objects:,} objects (shared containers counted at every "
+            f"reference), more than the {MAX_OBJECTS:,} a state dict may hold"
+        )
+    budget = MAX_EXPANSION * sum(a.size for a in arrays.values())
+    if elements > budget:
+        raise TorchFileError(
+            f"its tensors would produce {elements:,} elements (every reference and stride-0 "
+            f"view counted), more than {MAX_EXPANSION}x the {budget // MAX_EXPANSION:,} its "
+            "storages hold"
+        )
+    return _rebuild(value, arrays, {}, "")
+
+
+def _count(value: Any, counts: dict[int, tuple[int, int]], depth: int) -> tuple[int, int]:
+    """(objects, tensor elements) of ``value`` expanded as a tree, each distinct object counted
+    once per reference but walked once (``counts`` by id)."""
     if depth > MAX_NESTING:  # also ends a container that holds itself
         raise TorchFileError(f"containers nested more than {MAX_NESTING} deep")
+    known = counts.get(id(value))
+    if known is not None:
+        return known
     if isinstance(value, _Tensor):
-        return _tensor_array(value, arrays, name or "a tensor")
-    if isinstance(value, dict):
-        out = OrderedDict() if isinstance(value, OrderedDict) else {}
+        result = (1, _elements(value))
+    elif isinstance(value, dict | list | tuple):
+        items = value.values() if isinstance(value, dict) else value
+        objects, elements = 1, 0
+        for item in items:
+            o, e = _count(item, counts, depth + 1)
+            objects, elements = objects + o, elements + e
+        result = (objects, elements)
+    else:
+        result = (1, 0)
+    counts[id(value)] = result
+    return result
+
+
+def _elements(tensor: _Tensor) -> int:
+    if len(tensor.size) > MAX_DIMENSIONS:
+        raise TorchFileError(
+            f"a tensor of {len(tensor.size)} dimensions (at most {MAX_DIMENSIONS})"
+        )
+    if any(s < 0 for s in tensor.size) or any(s < 0 for s in tensor.stride) or tensor.offset < 0:
+        raise TorchFileError("a tensor with a negative offset, size or stride")
+    return math.prod(tensor.size)
+
+
+def _rebuild(value: Any, arrays: dict[str, np.ndarray], memo: dict[int, Any], name: str) -> Any:
+    known = memo.get(id(value))
+    if known is not None:
+        return known
+    if isinstance(value, _Tensor):
+        result = _tensor_array(value, arrays, name or "a tensor")
+    elif isinstance(value, dict):
+        result = OrderedDict() if isinstance(value, OrderedDict) else {}
         for key, item in value.items():
-            out[key] = _materialize(item, arrays, f"{name}.{key}" if name else str(key), depth + 1)
-        return out
-    if isinstance(value, list | tuple):
-        items = [_materialize(v, arrays, f"{name}[{i}]", depth + 1) for i, v in enumerate(value)]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, _Storage | _StorageType):
-        raise TorchFileError(f"{name or 'the file'} holds a bare storage, not a tensor")
-    return value
+            result[key] = _rebuild(item, arrays, memo, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, list | tuple):
+        items = [_rebuild(v, arrays, memo, f"{name}[{i}]") for i, v in enumerate(value)]
+        result = items if isinstance(value, list) else tuple(items)
+    elif isinstance(value, _Storage | _StorageType | _Global):
+        raise TorchFileError(f"{name or 'the file'} holds a bare {type(value).__name__[1:]}")
+    else:
+        return value
+    memo[id(value)] = result
+    return result
 
 
 def _tensor_array(tensor: _Tensor, arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -319,9 +473,7 @@ def _tensor_array(tensor: _Tensor, arrays: dict[str, np.ndarray], name: str) -> 
         data = root[start : start + length]
     else:
         data = arrays[storage.key]
-    if any(s < 0 for s in tensor.size) or any(s < 0 for s in tensor.stride) or tensor.offset < 0:
-        raise TorchFileError(f"tensor {name!r} has a negative offset, size or stride")
-    count = math.prod(tensor.size)
+    count = math.prod(tensor.size)  # sizes and strides checked by _elements
     if count:
         last = tensor.offset + sum(
             (n - 1) * s for n, s in zip(tensor.size, tensor.stride, strict=True)
@@ -332,7 +484,13 @@ def _tensor_array(tensor: _Tensor, arrays: dict[str, np.ndarray], name: str) -> 
                 f"{last:,} of a storage of {data.size:,}"
             )
     else:
-        return np.zeros(tensor.size, data.dtype)
+        try:
+            return np.zeros(tensor.size, data.dtype)
+        except (ValueError, OverflowError, MemoryError) as error:
+            raise TorchFileError(f"tensor {name!r} of size {tensor.size} ({error})") from None
     strides = tuple(s * data.dtype.itemsize for s in tensor.stride)
-    view = np.lib.stride_tricks.as_strided(data[tensor.offset :], tensor.size, strides)
-    return np.array(view)  # a copy: writable, contiguous, independent of the file's bytes
+    try:
+        view = np.lib.stride_tricks.as_strided(data[tensor.offset :], tensor.size, strides)
+        return np.array(view)  # a copy: writable, contiguous, independent of the file's bytes
+    except (ValueError, OverflowError, MemoryError) as error:
+        raise TorchFileError(f"tensor {name!r} cannot be made ({error})") from None
