@@ -10,8 +10,11 @@ exception is a bug: its traceback is printed, then the one-line summary, exit 1.
 """
 
 import ast
+import contextlib
 import os
+import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 
@@ -21,9 +24,29 @@ from segjax import logs, xla_flags
 from segjax.errors import RunError, UserError
 
 
+class _LineTracker:
+    """stderr, remembering whether its last write ended a line: a progress bar (tfds' tqdm)
+    leaves its line open, or erased with carriage returns, and the error line must still
+    start a line of its own for a script that looks for ``^error:``."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.line_open = False
+
+    def write(self, text: str) -> int:
+        if text:
+            self.line_open = not text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None):
     """Sets up the process as a command (segjax's XLA flags, ``segjax.logs``), defines the
     command's flags, parses them (``parse_flags``) and runs ``main`` under the exit-code rule."""
+    if not isinstance(sys.stderr, _LineTracker):
+        sys.stderr = _LineTracker(sys.stderr)
     xla_flags.apply_defaults()  # before JAX starts its backends, i.e. before main
     logs.quiet_routine_messages()
     if define_flags is not None:
@@ -49,6 +72,8 @@ def guarded(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
 
 def fail(message: str, code: int) -> int:
     sys.stdout.flush()
+    if getattr(sys.stderr, "line_open", False):  # after a progress bar: a line of its own
+        sys.stderr.write("\n")
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
 
@@ -96,10 +121,23 @@ def check_output(path: str, kind: str, flag: str = "--output") -> None:
     if kind == "directory" and os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{flag}={path}: is a file; give a directory for the outputs")
     folder = os.path.abspath(path if kind == "directory" else os.path.dirname(path) or ".")
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{flag}={path}: {folder} is not a writable directory")
+    missing = []  # the folders the probe creates, deepest first, removed again afterwards
+    existing = folder
+    while not os.path.exists(existing):
+        missing.append(existing)
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{flag}={path}: {existing} is not a directory")
+    try:  # a real write: os.access says yes to root, where /proc or a read-only mount says no
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segjax-probe-"):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag}={path}: cannot be written ({error.strerror or error})") from None
+    finally:
+        for created in missing:
+            with contextlib.suppress(OSError):
+                os.rmdir(created)
 
 
 def require(*names: str) -> None:
@@ -172,13 +210,27 @@ def config_path(argv: list[str]) -> str | None:
 
 
 def describe_flag_error(argv: list[str], error: Exception) -> str:
-    text = str(error).strip().strip("\"'")
+    """One line naming the flag at fault; for a misspelt config key, the key that does not
+    exist and ml_collections' nearest existing one."""
+    text = str(error).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":  # a KeyError's quotes
+        text = text[1:-1]
+    text = text.replace("\\n", "\n").replace("\\'", "'")  # a KeyError's repr inside a message
     if "Traceback" in text:  # an exception raised inside the config file's get_config
         return f"--config {config_path(argv)}: {text.strip().splitlines()[-1]}"
+    suggestion = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
     for argument in (a for a in argv[1:] if a.startswith("--config.")):
         key = argument.split("=")[0].removeprefix("--config.")
-        if key.split(".")[-1] in text:
-            if isinstance(error, AttributeError | KeyError):
-                return f"{argument}: the config has no key {key!r} (see the config file)"
-            return f"{argument}: {text.split(': ', 1)[-1]}"
-    return text
+        parts = key.split(".")
+        named = [i for i, part in enumerate(parts) if re.search(rf"\b{re.escape(part)}\b", text)]
+        if not named:
+            continue
+        if isinstance(error, AttributeError | KeyError):
+            at = named[0]
+            missing = ".".join(parts[: at + 1])
+            hint = " (see the config file)"
+            if suggestion and suggestion.group(2) == parts[at]:
+                hint = f"; did you mean {'.'.join([*parts[:at], suggestion.group(1)])!r}?"
+            return f"{argument}: the config has no key {missing!r}{hint}"
+        return f"{argument}: {' '.join(text.split(': ', 1)[-1].split())}"
+    return " ".join(text.split())

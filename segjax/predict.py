@@ -44,6 +44,7 @@ from segjax.detection.label_maps import (
 from segjax.errors import RunError, UserError
 from segjax.files import write_atomically
 from segjax.inference import TTA_MODES, load_exported, load_predictor, predict_probabilities
+from segjax.memory_budget import automatic_tile, available_bytes, gib, needed_bytes
 from segjax.reporting import format_duration
 from segjax.visualize import colourise, instance_overlay
 
@@ -58,7 +59,18 @@ def define_flags() -> None:
     flags.DEFINE_string("input", None, "an image, a directory of images, or a quoted glob")
     flags.DEFINE_string("output", None, "directory for the masks (created)")
     flags.DEFINE_string("checkpoint", "best", "best, latest or a step number")
-    flags.DEFINE_integer("tile", 0, "predict images larger than this by tiles (0: whole images)")
+    flags.DEFINE_integer(
+        "tile",
+        0,
+        "predict images larger than this by tiles (0: whole images where they fit the memory, "
+        "else tiles that do, said on the image's line)",
+    )
+    flags.DEFINE_integer(
+        "memory_limit",
+        0,
+        "MiB a whole-image pass may use before predict goes by tiles (0: half of the memory "
+        "available, the device's or the host's)",
+    )
     flags.DEFINE_integer("overlap", 64, "pixels shared by neighbouring tiles")
     flags.DEFINE_enum("tta", "", list(TTA_MODES), "test-time augmentation: '' or flips")
     flags.DEFINE_integer("batch", 1, "tiles per forward pass")
@@ -109,6 +121,42 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def output_names(stem: str, instances: bool, saves) -> list[str]:
+    """The files predict writes for an input of ``stem`` (``--save`` adds to them)."""
+    names = [f"{stem}.png"]
+    if instances:
+        names.append(f"{stem}.json")
+    if "overlay" in saves:
+        names.append(f"{stem}_overlay.png")
+    if "probs" in saves and not instances:
+        names.append(f"{stem}_probs.npy")
+    return names
+
+
+def check_outputs(paths: list[str], output: str, instances: bool, saves) -> None:
+    """Refuses, before any work, outputs that would overwrite an input image (an ``--output``
+    that is the input folder, or holds inputs) or each other (``a.png`` and ``a_overlay.png``
+    with ``--save overlay``), naming the files."""
+    inputs = {os.path.realpath(path): path for path in paths}
+    folder = os.path.realpath(output)
+    written: dict[str, str] = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for name in output_names(stem, instances, saves):
+            target = os.path.join(folder, name)
+            if target in inputs:
+                raise UserError(
+                    f"--output={output}: writing {name} would overwrite the input image "
+                    f"{inputs[target]}; give another output folder"
+                )
+            if target in written:
+                raise UserError(
+                    f"--output={output}: {written[target]} and {path} would both write {name}; "
+                    "rename one of them or predict them into separate folders"
+                )
+            written[target] = path
+
+
 def each_image(paths: list[str], channels: int, handle) -> tuple[list[str], float]:
     """Reads each image and calls ``handle(stem, path, image)``, which writes its outputs and
     returns a note for the progress line; an unreadable image is skipped and reported. Returns
@@ -133,15 +181,44 @@ def each_image(paths: list[str], channels: int, handle) -> tuple[list[str], floa
     return failed, time.perf_counter() - start
 
 
-def predict_files(predictor, paths: list[str], output: str, options: dict, saves) -> list[str]:
-    """Writes each image's outputs; returns the messages of the images that failed."""
+def fitting_tile(predictor, image: np.ndarray, path: str, budget: int) -> tuple[int, str]:
+    """(the tile an image needs to fit ``budget`` bytes, 0 for the whole image; the note that
+    says so on its progress line), for a predictor that can tell its memory per pixel."""
+    if predictor.bytes_per_pixel is None or predictor.eval_size:
+        return 0, ""
+    height, width = (n + -n % predictor.multiple for n in image.shape[:2])
+    per_pixel = predictor.bytes_per_pixel()
+    try:
+        tile = automatic_tile(per_pixel, height, width, budget, predictor.multiple)
+    except ValueError as error:
+        raise RunError(
+            f"{path} ({image.shape[0]}x{image.shape[1]}): {error}; raise --memory_limit"
+        ) from None
+    if not tile:
+        return 0, ""
+    need = gib(needed_bytes(per_pixel, height, width))
+    return tile, f" by tiles of {tile} (whole: ~{need}, over the {gib(budget)} allowed)"
+
+
+def predict_files(
+    predictor, paths: list[str], output: str, options: dict, saves, budget: int = 0
+) -> list[str]:
+    """Writes each image's outputs; returns the messages of the images that failed. Without
+    ``options['tile']``, an image whose whole-image pass would need more than ``budget`` bytes
+    goes by tiles that fit (``memory_budget``)."""
     os.makedirs(output, exist_ok=True)
     num_classes = len(predictor.class_names)
     pixels = 0
 
     def handle(stem: str, path: str, image: np.ndarray) -> str:
         nonlocal pixels
-        probs = predict_probabilities(predictor, image, **options)
+        chosen, note = options, ""
+        if not options["tile"] and budget:
+            tile, note = fitting_tile(predictor, image, path, budget)
+            if tile:
+                overlap = options["overlap"] if options["overlap"] < tile else tile // 4
+                chosen = {**options, "tile": tile, "overlap": overlap}
+        probs = predict_probabilities(predictor, image, **chosen)
         mask = np.argmax(probs, axis=-1)
         write_atomically(os.path.join(output, f"{stem}.png"), _png(mask_image(mask, num_classes)))
         if "overlay" in saves:
@@ -153,7 +230,7 @@ def predict_files(predictor, paths: list[str], output: str, options: dict, saves
                 os.path.join(output, f"{stem}_probs.npy"), _npy(probs.astype(np.float16))
             )
         pixels += mask.size
-        return ""
+        return note
 
     failed, elapsed = each_image(paths, predictor.channels, handle)
     print(
@@ -307,9 +384,13 @@ def main(argv) -> int:
         raise UserError(f"--overlap={args.overlap} must be in [0, --tile={args.tile})")
     if args.batch < 1:
         raise UserError(f"--batch={args.batch} must be at least 1")
+    if args.memory_limit < 0:
+        raise UserError(f"--memory_limit={args.memory_limit} must be 0 (automatic) or more MiB")
     paths = find_inputs(args.input)
     cli.check_output(args.output, "directory")  # before a model is loaded
-    if args.workdir and (args.instances or _is_instance_run(args.workdir)):
+    instances = bool(args.workdir and (args.instances or _is_instance_run(args.workdir)))
+    check_outputs(paths, args.output, instances, set(args.save))
+    if instances:
         if args.tile or args.tta or "probs" in args.save:
             raise UserError(
                 "instance segmentation predicts whole images: --tile, --tta and --save probs "
@@ -343,7 +424,10 @@ def main(argv) -> int:
     )
     overlap = fitted_overlap(predictor, args.tile, args.overlap, flags.FLAGS["overlap"].present)
     options = dict(tile=args.tile, overlap=overlap, tta=args.tta, batch=args.batch)
-    failed = predict_files(predictor, paths, args.output, options, set(args.save))
+    budget = 0
+    if not args.tile and predictor.bytes_per_pixel is not None:
+        budget = args.memory_limit * 2**20 or available_bytes() // 2
+    failed = predict_files(predictor, paths, args.output, options, set(args.save), budget)
     if failed:
         raise RunError(
             f"{len(failed)} of {len(paths)} images could not be read: " + "; ".join(failed)

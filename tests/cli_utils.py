@@ -126,9 +126,12 @@ def assert_one_error_line(result, code, *fragments):
     """Exit ``code``, no traceback, and one ``error:`` line, the last, holding ``fragments``."""
     assert result.returncode == code, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    # Lines as a script's grep sees them: split at newlines only (a progress bar's carriage
+    # returns do not start a line).
+    lines = result.stderr.rstrip("\n").split("\n")
+    errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    assert lines[-1] == errors[0], repr(lines[-1][-300:])
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
     return errors[0]

@@ -23,8 +23,10 @@ import pytest
 
 from segjax.models.weights import write_safetensors
 from tests.cli_utils import (
+    ROOT,
     assert_one_error_line,
     assert_same_params,
+    cpu_env,
     file_hashes,
     final_params,
     logged_steps,
@@ -34,7 +36,7 @@ from tests.cli_utils import (
     train_command,
     wait_for,
 )
-from tests.conftest import write_folder
+from tests.conftest import varied_items, write_folder
 from tests.pretrained_reference import seeded_state_dict
 from tests.test_pretrained import FIXTURES as PRETRAINED_CASES
 
@@ -476,3 +478,66 @@ def losses_or_none(workdir):
         return losses(workdir)
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+# The third reliability probe (issue 52): the sweep runner killed, and one-line errors.
+def test_a_sweep_killed_while_a_member_trains_continues_it_exactly(reference, tfds_dir, tmp_path):
+    """SIGKILL to the runner and the member it is training (the process group, as a machine
+    that dies or the OOM killer's group kill does), then the same command again: the member
+    resumes from its last checkpoint and ends bitwise where R ends, and is evaluated."""
+    spec = tmp_path / "sweep.py"
+    overrides = {o.removeprefix("--config.").split("=")[0]: int(o.split("=")[1]) for o in R}
+    overrides.update({"model.encoder": "resnet18", "model.encoder_depth": 3})
+    overrides["data.data_dir"] = str(tfds_dir)
+    spec.write_text(
+        "from segjax.experiments.spec import Experiment, Member\n"
+        "def get_experiment():\n"
+        f"    return Experiment(name='k', members=[Member('r', 'configs/resnet_unet.py:smoke', "
+        f"{overrides!r})])\n"
+    )
+    command = [sys.executable, "-m", "segjax.experiments.run", str(spec), "--workdir",
+               str(tmp_path / "runs"), "--nospeed"]  # fmt: skip
+    member = tmp_path / "runs" / "r"
+    runner = start(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: max(losses_or_none(member), default=0) >= 9, runner)
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner and the trainer it started
+    runner.wait()
+    assert not json.loads((member / "member.json").read_text()).get("finished")
+    again = run(command)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert re.search(r"resumed from step \d+", again.stdout), again.stdout[-3000:]
+    assert json.loads((member / "member.json").read_text())["finished"]
+    assert (member / "eval_test.json").exists()
+    assert_same_params(final_params(member, 30), final_params(reference.workdir, 30))
+    assert losses(member) == losses(reference.workdir)
+
+
+def test_a_data_error_after_a_progress_bar_is_a_line_of_its_own(tfds_dir, tmp_path):
+    """tfds draws progress bars while it prepares a folder dataset and erases them with
+    carriage returns, no newline: the error line must still start a line (issue 52, 10)."""
+    items = varied_items(6)
+    image, suffix, mask = items["img03"]
+    items["img03"] = (image, suffix, np.where(mask > 0, 7, 0).astype(np.uint8))
+    root = write_folder(tmp_path / "data", items, classes={"classes": ["background", "cell"]})
+    fresh = tmp_path / "tfds"  # its own, so the dataset is prepared (and its bars drawn) here
+    command = train_command(fresh, tmp_path / "run", *folder(root))
+    # As bytes: text mode would turn the bar's carriage returns into newlines.
+    result = subprocess.run(command, cwd=ROOT, env=cpu_env(), capture_output=True, timeout=600)
+    assert result.returncode == 2 and b"Traceback" not in result.stderr, result.stderr[-3000:]
+    assert b"\r" in result.stderr  # there was a bar to end
+    last = result.stderr.rstrip(b"\n").split(b"\n")[-1]
+    assert last.startswith(b"error: ") and b"img03.png: mask values [7] are outside 0..1" in last
+    assert result.stderr.count(b"error:") == 1
+
+
+def test_a_misspelt_config_key_names_the_flag_and_the_nearest_key(tfds_dir, tmp_path):
+    """Issue 52, 11: no escaped quotes or newlines; the flag and the key that exists."""
+    result = run(train_command(tfds_dir, tmp_path / "W", "--config.optimzer.learning_rate=0.1"))
+    assert_one_error_line(
+        result,
+        2,
+        "--config.optimzer.learning_rate=0.1: the config has no key 'optimzer'; did you mean "
+        "'optimizer'?",
+    )
+    assert "\\" not in result.stderr.strip().split("\n")[-1]
+    assert not (tmp_path / "W").exists()

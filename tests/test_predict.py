@@ -42,6 +42,16 @@ def test_blend_of_a_pointwise_model_is_its_whole_image_output():
     assert coverage.min() > 0.99  # no pixel left to a tile's faded edge alone
 
 
+def test_automatic_tile_is_the_largest_that_fits_the_budget():
+    from segjax.memory_budget import automatic_tile
+
+    assert automatic_tile(100.0, 512, 512, 10**12, 32) == 0  # the whole image fits
+    fits_300 = int(1.5 * 100 * 300 * 300)  # MARGIN x bytes per pixel x 300 x 300
+    assert automatic_tile(100.0, 1024, 1024, fits_300, 32) == 288  # a multiple of 32
+    with pytest.raises(ValueError, match="even tiles of 128 pixels need 0.00 GiB"):
+        automatic_tile(100.0, 1024, 1024, 1000, 32)
+
+
 @pytest.fixture(scope="module")
 def trained(tfds_dir, shapes_small, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("predict") / "run"
@@ -184,6 +194,82 @@ def test_command_writes_masks_and_names_the_unreadable_file(trained, tmp_path):
     assert np.allclose(probs.astype(np.float32).sum(-1), 1.0, atol=1e-2)
     assert np.asarray(Image.open(out / "a_overlay.png")).shape == (70, 90, 3)
     assert not (out / "c.png").exists()
+
+
+def predict_command(workdir, inputs, output, *extra):
+    return [sys.executable, "-m", "segjax.predict", "--workdir", str(workdir), "--input",
+            str(inputs), "--output", str(output), *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_predict_never_overwrites_the_users_images(trained, tmp_path):
+    """Issue 52, 5, 6, 12: an output folder holding the inputs, two inputs whose outputs share a
+    name once predict's suffixes are added, an output that cannot be created: each refused
+    before any work, one error line, every input byte for byte as it was."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "a_overlay.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(inputs / name)
+    before = file_hashes(inputs)
+    same = run(predict_command(trained, inputs, inputs))
+    assert_one_error_line(same, 2, f"--output={inputs}: writing a.png would overwrite the input")
+    clash = run(predict_command(trained, inputs, tmp_path / "out", "--save", "overlay"))
+    assert_one_error_line(clash, 2, "a.png and", "a_overlay.png would both write a_overlay.png")
+    assert not (tmp_path / "out").exists()
+    unwritable = run(predict_command(trained, inputs / "b.jpg", "/proc/segjax_masks"))
+    assert_one_error_line(unwritable, 2, "--output=/proc/segjax_masks: cannot be written")
+    assert "step" not in unwritable.stdout  # refused before the model was restored
+    assert file_hashes(inputs) == before
+
+
+@pytest.mark.slow
+def test_a_camera_rotated_jpeg_is_predicted_as_viewers_show_it(trained, tmp_path):
+    """Issue 52, 14: a JPEG stored 40x60 with EXIF orientation 6 (turn 90 degrees clockwise)
+    is shown 60x40; its mask is written 60x40, over what the user sees."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(stored).save(inputs / "phone.jpg", exif=exif)
+    result = run(predict_command(trained, inputs, tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.asarray(Image.open(tmp_path / "out" / "phone.png")).shape == (60, 40)
+    assert "phone 60x40" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_image_too_large_for_the_memory_goes_by_tiles_that_fit(trained, tmp_path):
+    """Issue 52, 7: without --tile, an image whose whole-image pass would need more than the
+    budget is predicted by the largest tiles that fit, said on its line, the same masks as
+    those tiles given by hand; a budget no tile fits is one error line."""
+    from segjax.inference import load_predictor
+    from segjax.memory_budget import automatic_tile
+
+    predictor = load_predictor(str(trained))
+    per_pixel = predictor.bytes_per_pixel()
+    image = np.random.default_rng(1).integers(0, 255, (600, 640, 3), dtype=np.uint8)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(image).save(inputs / "big.png")
+    limit_mib = max(1, int(1.5 * per_pixel * 256 * 256 / 2**20) + 1)
+    expected = automatic_tile(per_pixel, 608, 640, limit_mib * 2**20, predictor.multiple)
+    assert 128 <= expected < 600
+    auto = run(predict_command(trained, inputs, tmp_path / "auto", f"--memory_limit={limit_mib}"))
+    assert auto.returncode == 0, auto.stderr[-3000:]
+    assert f"big 600x640 by tiles of {expected} (whole: ~" in auto.stdout
+    by_hand = run(predict_command(trained, inputs, tmp_path / "hand", f"--tile={expected}"))
+    assert by_hand.returncode == 0, by_hand.stderr[-3000:]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "auto" / "big.png")),
+        np.asarray(Image.open(tmp_path / "hand" / "big.png")),
+    )
+    whole = run(predict_command(trained, inputs, tmp_path / "whole"))  # the default budget
+    assert whole.returncode == 0 and "by tiles" not in whole.stdout, whole.stderr[-3000:]
+    if 1.5 * per_pixel * 128 * 128 > 2**20:  # no tile fits 1 MiB: said, not an XLA abort
+        tiny = run(predict_command(trained, inputs, tmp_path / "tiny", "--memory_limit=1"))
+        assert_one_error_line(tiny, 1, "big.png (600x640): even tiles of 128 pixels need")
 
 
 RUN_STABLEHLO = (

