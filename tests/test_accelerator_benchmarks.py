@@ -163,6 +163,7 @@ def test_the_device_script_runs_every_part_at_a_tiny_size(tfds_dir, shapes_small
         "--set model.encoder=resnet18 "
         f"--set data.image_size=32,32 --set data.data_dir={tfds_dir}",
         "DATA_DIR": tfds_dir, "JAX_PLATFORMS": "cpu", "PY": sys.executable,
+        "WHEELS": "",  # this machine's packages, even where .whl/ holds the GPU image's
     }  # fmt: skip
     result = subprocess.run(
         ["bash", "benchmarks/device/gpu_checks.sh"], cwd=ROOT, env=env, capture_output=True,

@@ -43,9 +43,10 @@ export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 elapsed() { echo $(( $(date +%s) - START )); }
 left() { echo $(( DEADLINE - $(elapsed) )); }
 
-if [ -d .whl ] && ls .whl/*.whl > /dev/null 2>&1; then
+WHEELS=${WHEELS-.whl}  # empty: use what is installed (a CPU check of this script)
+if [ -n "$WHEELS" ] && [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || exit 1
+      --target /tmp/site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD

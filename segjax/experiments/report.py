@@ -263,8 +263,9 @@ def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> d
     lines = [
         f"# {experiment.name}: convergence",
         "",
-        f"Validation {metric} at every evaluation (each member's checkpoint-selection metric). "
-        "Criterion: the best validation score "
+        f"Validation {metric} at every evaluation"
+        + (" (each member's checkpoint-selection metric)" if len(set(metrics)) > 1 else "")
+        + ". Criterion: the best validation score "
         "(what checkpoint selection picks) gains less than "
         f"{curves_lib.CONVERGED_GAIN} over the last quarter of the budget (best gain = best of "
         "all evaluations - best up to 3/4 of the steps; final gain = last - value at 3/4). "
