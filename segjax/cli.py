@@ -41,6 +41,14 @@ class _LineTracker:
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
 
+    # Equal to the stream it wraps: absl's log handler, which holds that stream, compares it
+    # with sys.stderr to decide whether to write a record a second time.
+    def __eq__(self, other) -> bool:
+        return other is self or other is self._stream
+
+    def __hash__(self) -> int:
+        return hash(self._stream)
+
 
 def run(main: Callable[[list[str]], int | None], define_flags: Callable[[], None] | None = None):
     """Sets up the process as a command (segjax's XLA flags, ``segjax.logs``), defines the
