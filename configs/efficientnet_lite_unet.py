@@ -3,8 +3,7 @@ padding, as its ImageNet weights were trained), inputs normalised to [-1, 1] (me
 as those weights expect.
 
 From ImageNet: ``python -m segjax.imagenet_weights --out weights`` once, then
-``--config.model.pretrained=weights/efficientnet_lite0.safetensors`` (README, "Pretrained
-encoders").
+``--config.model.pretrained=weights/efficientnet_lite0.safetensors`` (docs/weights.md).
 
 Variants after the colon: ``smoke``, ``small``, ``dsb2018`` (see segjax/defaults.py).
 """

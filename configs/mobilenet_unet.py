@@ -2,7 +2,7 @@
 mean and std as its ImageNet weights were trained.
 
 From ImageNet: ``python -m segjax.imagenet_weights --out weights`` once, then
-``--config.model.pretrained=weights/mobilenet_v2.safetensors`` (README, "Pretrained encoders").
+``--config.model.pretrained=weights/mobilenet_v2.safetensors`` (docs/weights.md).
 
 Variants after the colon: ``smoke``, ``small``, ``dsb2018`` (see segjax/defaults.py).
 """

@@ -18,16 +18,16 @@ VARIANTS = ("smoke", "small", "dsb2018")
 
 def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.total_steps = 2000
+    config.seed = 0  # initialisation, data order and augmentation: one seed, one run
+    config.total_steps = 2000  # optimizer steps of the whole run (a resumed run counts on)
     config.batch_size = 8  # global, over all processes
     config.accumulation_steps = 1  # micro-batches per step (gradient accumulation)
-    config.log_every_steps = 100
-    config.eval_every_steps = 500
-    config.checkpoint_every_steps = 500
+    config.log_every_steps = 100  # a metrics.jsonl record and a progress line every N steps
+    config.eval_every_steps = 500  # validation (eval_split) every N steps, and at the end
+    config.checkpoint_every_steps = 500  # a checkpoint every N steps (and at every evaluation)
     config.keep_checkpoints = 2  # the last ones; the best by best_metric is kept as well
-    config.best_metric = "miou"
-    config.eval_split = "validation"
+    config.best_metric = "miou"  # the eval metric that picks the best checkpoint
+    config.eval_split = "validation"  # the split evaluated during training
     config.deep_supervision_mode = "accurate"  # or 'fast': the last head only
 
     # Every create_model option of every arch, with the factory's defaults (segjax/model_config.py).
@@ -37,7 +37,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     # model.dtype: float32 or bfloat16 (parameters stay float32); decoder_channels: () = the
     # default for the depth; attention: '' or scse; unetpp: deep_supervision, prune_level
     # (0 = full); paper models: filters, dropout, norm ('' or batch).
-    # Pretrained weights (README, "Pretrained encoders"): a torchvision / timm ImageNet file fills
+    # Pretrained weights (docs/weights.md): a torchvision / timm ImageNet file fills
     # the encoder, an smp Unet / UnetPlusPlus file the whole model; loaded once, before step 1
     # (a resumed run takes its checkpoint). pretrained_kind: '' (from the file's keys),
     # 'encoder' or 'model'. pretrained_sha256: '' or the file's digest, checked when given and
@@ -48,20 +48,20 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
     config.optimizer = opt = ml_collections.ConfigDict()
     opt.name = "adamw"  # or sgd
-    opt.learning_rate = 1e-3
-    opt.warmup_steps = 100
+    opt.learning_rate = 1e-3  # the peak rate, after warm-up
+    opt.warmup_steps = 100  # linear warm-up from 0
     opt.schedule = "cosine"  # cosine, polynomial, constant
-    opt.end_lr_factor = 0.01
+    opt.end_lr_factor = 0.01  # the schedule ends at learning_rate x this
     opt.power = 1.0  # polynomial schedule
-    opt.weight_decay = 1e-4
-    opt.b1, opt.b2 = 0.9, 0.999
+    opt.weight_decay = 1e-4  # decoupled (AdamW) or L2 (sgd)
+    opt.b1, opt.b2 = 0.9, 0.999  # Adam's moment decay rates
     opt.momentum, opt.nesterov = 0.9, False  # sgd
     opt.grad_clip_norm = 1.0  # 0 = no clipping
     # Fine-tuning a pretrained encoder: its learning rate is learning_rate x encoder_lr_factor,
     # and it does not move in the first freeze_encoder_steps steps (model.freeze_encoder_bn
     # keeps its BatchNorm statistics as loaded).
     opt.encoder_lr_factor = 1.0
-    opt.freeze_encoder_steps = 0
+    opt.freeze_encoder_steps = 0  # the encoder stays fixed for the first N steps
 
     # Every loss has a weight (0 = off) and its options, so any can be switched on from the
     # command line: --config.loss.weights.focal=1 --config.loss.options.focal.gamma=2.
@@ -77,7 +77,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.data_dir = ""  # TFDS data dir; '' = TFDS's default (~/tensorflow_datasets)
     data.channels = 3  # folder datasets: 1 (greyscale), 3 (RGB) or 4 (RGBA)
     data.split_fractions = DEFAULT_FRACTIONS  # folder datasets without splits.json
-    data.split_seed = 0
+    data.split_seed = 0  # how a folder dataset without splits.json is split
     data.num_classes = 0  # 0: the dataset's own class list
     data.class_names = ()  # names for a folder dataset without classes.json
     data.ignore_label = 255  # pixels with this mask value count nowhere
@@ -85,30 +85,30 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
     data.image_size = (96, 96)
     data.eval_size = ()  # () = full resolution, else (height, width) to resize to
     data.mean = ()  # () = ImageNet statistics
-    data.std = ()
+    data.std = ()  # () = ImageNet statistics
     # Instance models: detection targets per training crop, with this many slots (0: none; the
     # largest objects are kept where a crop holds more), objects cut by the crop to fewer
     # pixels than min_instance_area dropped.
     data.max_instances = 0
-    data.min_instance_area = 4
+    data.min_instance_area = 4  # pixels; smaller remnants of objects cut by a crop dropped
     # The training pipeline: threads per process, and worker processes (grain's mp_prefetch),
     # each with its own threads; -1 = by the host's cores (segjax.data.pipeline.auto_workers:
     # none on small hosts). The batches are the same for any counts.
     data.num_threads = 2
-    data.num_workers = -1
-    data.prefetch = 4
+    data.num_workers = -1  # grain worker processes; -1 = by the host's cores
+    data.prefetch = 4  # batches read ahead
     # True: training examples stay in memory once decoded (the split must fit, once per worker
     # process); later epochs skip decoding, the host's main cost with augment.on_device.
     data.cache = False
     data.augment = ml_collections.ConfigDict()
-    data.augment.scale_range = (0.75, 1.5)
+    data.augment.scale_range = (0.75, 1.5)  # random zoom of each training crop
     # True: each training image is resized whole to image_size (no crop, scale_range unused),
     # as pytorch-nested-unet trains; evaluate such a run at data.eval_size = image_size.
     data.augment.whole_image = False
-    data.augment.hflip = True
-    data.augment.vflip = False
-    data.augment.rot90 = False
-    data.augment.color_jitter = 0.1
+    data.augment.hflip = True  # random horizontal flips
+    data.augment.vflip = False  # random vertical flips
+    data.augment.rot90 = False  # random quarter turns
+    data.augment.color_jitter = 0.1  # brightness, contrast, saturation: +-this fraction
     # True: the host only draws each example's augmentation and cuts out the pixels it reads;
     # the warp, flips, jitter and normalisation run in the jitted train step on the device
     # (segjax/data/device_augment.py), the same batches up to float rounding. For hosts that

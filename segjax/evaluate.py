@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from segjax import cli
+from segjax import cli, per_image_table
 from segjax import metrics as metrics_lib
 from segjax.data.augment import resize
 from segjax.detection.label_maps import SPLITTERS
@@ -164,6 +164,9 @@ def evaluate_instance_run(
         seconds = time.perf_counter() - start
         metrics, records = score(results, options.get("score_threshold", SCORE_THRESHOLD))
         prefix = "" if position == 0 else f"{method}/"
+        if position == 0:
+            sizes = {r.name: r.true.shape for r in results}
+            table = write_per_image(workdir, split, per_image_table.instance_rows(records, sizes))
         report.update({prefix + k: v for k, v in metrics.items()})
         report[prefix + "seconds_per_image"] = seconds / len(results)
         report[prefix + "per_image"] = records
@@ -177,8 +180,8 @@ def evaluate_instance_run(
             json.dumps(report, indent=2, sort_keys=True),
         )
     print(
-        f"\nwrote {os.path.join(workdir, f'eval_{split}.json')} and {saved} PNGs in {image_dir}"
-        " (image | true objects | predicted objects)"
+        f"\nwrote {os.path.join(workdir, f'eval_{split}.json')} and {table} and {saved} PNGs in "
+        f"{image_dir} (image | true objects | predicted objects)"
     )
     return report
 
@@ -231,8 +234,12 @@ def evaluate_run(
         print(f"{workdir} holds no evaluated checkpoint to call best: scoring the latest, {step}")
     which = label
     report = {"split": split, "step": step, "checkpoint": which, "examples": len(source), **results}
+    table = ""
     if jax.process_count() == 1:  # each process holds only its own rows' indices
         report["per_image"] = image_records(per_image, np.concatenate(indices), source)
+        sizes = {r["index"]: source[r["index"]]["mask"].shape for r in report["per_image"]}
+        rows = per_image_table.semantic_rows(report["per_image"], class_names, sizes)
+        table = f" and {write_per_image(workdir, split, rows)}"
     write_atomically(
         os.path.join(workdir, f"eval_{split}.json"), json.dumps(report, indent=2, sort_keys=True)
     )
@@ -242,10 +249,20 @@ def evaluate_run(
     )
     print(format_table(results, class_names))
     print(
-        f"\nwrote {os.path.join(workdir, f'eval_{split}.json')} and {saved} PNGs in {image_dir}"
-        " (image | ground truth | prediction)"
+        f"\nwrote {os.path.join(workdir, f'eval_{split}.json')}{table} and {saved} PNGs in "
+        f"{image_dir} (image | ground truth | prediction)"
     )
     return report
+
+
+def write_per_image(workdir: str, split: str, rows: list[dict]) -> str:
+    """Writes ``per_image.csv`` (``per_image_table``; ``per_image_<split>.csv`` for a split
+    other than the test split) when the split has images; returns its path."""
+    name = "per_image.csv" if split == "test" else f"per_image_{split}.csv"
+    path = os.path.join(workdir, name)
+    if rows and jax.process_index() == 0:
+        write_atomically(path, per_image_table.csv_text(rows))
+    return path
 
 
 def main(argv) -> int:

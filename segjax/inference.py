@@ -47,6 +47,10 @@ class Predictor:
     fixed_size: tuple[int, int] | None = None  # an exported model's only input size
     # Bytes a forward pass needs per input pixel (``memory_budget``), where it can be known.
     bytes_per_pixel: Callable[[], float] | None = None
+    # (height, width) the model was trained at when it trained on whole images resized to it
+    # (``data.augment.whole_image``): the scale it knows; None when it trained on crops at the
+    # images' own scale.
+    train_size: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,7 @@ def load_predictor(workdir: str, which: str = "best") -> Predictor:
         step=restored.step,
         eval_size=tuple(data.eval_size) or None,
         bytes_per_pixel=bytes_per_pixel,
+        train_size=tuple(data.image_size) if data.augment.whole_image else None,
     )
 
 

@@ -22,9 +22,11 @@ and with ``--save overlay`` ``<stem>_overlay.png`` (each object
 tinted and outlined in its own colour). Whole images only (no tiles or flips).
 """
 
+import dataclasses
 import io
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -64,6 +66,13 @@ def define_flags() -> None:
         0,
         "predict images larger than this by tiles (0: whole images where they fit the memory, "
         "else tiles that do, said on the image's line)",
+    )
+    flags.DEFINE_enum(
+        "resize",
+        "",
+        ["", "train"],
+        "'train': predict each image resized to the size the model was trained at (a run "
+        "trained on whole images resized to data.image_size), the mask mapped back",
     )
     flags.DEFINE_integer(
         "memory_limit",
@@ -181,6 +190,25 @@ def each_image(paths: list[str], channels: int, handle) -> tuple[list[str], floa
     return failed, time.perf_counter() - start
 
 
+FAR_FROM_TRAINING = 2.0  # a side this many times larger or smaller than the training size
+
+
+def scale_warning(predictor, image: np.ndarray, path: str) -> str:
+    """A warning line for an image far from the size a whole-image-trained model learnt its
+    objects' scale at ('' otherwise): naming the image, both sizes and ``--resize train``."""
+    if predictor.train_size is None or predictor.eval_size:
+        return ""
+    ratios = [s / t for s, t in zip(image.shape[:2], predictor.train_size, strict=True)]
+    if all(1 / FAR_FROM_TRAINING <= r <= FAR_FROM_TRAINING for r in ratios):
+        return ""
+    height, width = predictor.train_size
+    return (
+        f"warning: {path}: {image.shape[0]}x{image.shape[1]} is far from the {height}x{width} "
+        "the model was trained at (whole images resized to data.image_size), so its objects "
+        "are at another scale; --resize train predicts at that size and maps the mask back"
+    )
+
+
 def fitting_tile(predictor, image: np.ndarray, path: str, budget: int) -> tuple[int, str]:
     """(the tile an image needs to fit ``budget`` bytes, 0 for the whole image; the note that
     says so on its progress line), for a predictor that can tell its memory per pixel."""
@@ -212,6 +240,9 @@ def predict_files(
 
     def handle(stem: str, path: str, image: np.ndarray) -> str:
         nonlocal pixels
+        warning = scale_warning(predictor, image, path)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         chosen, note = options, ""
         if not options["tile"] and budget:
             tile, note = fitting_tile(predictor, image, path, budget)
@@ -391,10 +422,10 @@ def main(argv) -> int:
     instances = bool(args.workdir and (args.instances or _is_instance_run(args.workdir)))
     check_outputs(paths, args.output, instances, set(args.save))
     if instances:
-        if args.tile or args.tta or "probs" in args.save:
+        if args.tile or args.tta or "probs" in args.save or args.resize:
             raise UserError(
-                "instance segmentation predicts whole images: --tile, --tta and --save probs "
-                "do not apply"
+                "instance segmentation predicts whole images: --tile, --tta, --resize and "
+                "--save probs do not apply"
             )
         splitter = (
             Splitter(args.instances, min_area=args.min_area, seed_height=args.seed_height)
@@ -417,6 +448,14 @@ def main(argv) -> int:
         predictor = load_exported(args.model)
     else:
         predictor = load_predictor(args.workdir, args.checkpoint)
+    if args.resize == "train":
+        if predictor.train_size is None:
+            raise UserError(
+                f"--resize train: {args.workdir or args.model} was not trained on whole images "
+                "resized to one size (data.augment.whole_image), so the images' own size is its "
+                "scale; predict without --resize"
+            )
+        predictor = dataclasses.replace(predictor, eval_size=predictor.train_size)
     print(
         f"{len(paths)} images, step {predictor.step} of {args.workdir or args.model}, classes "
         f"{list(predictor.class_names)}",

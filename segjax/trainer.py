@@ -277,6 +277,16 @@ class DataWait:
         return min(self._waited / max(elapsed, 1e-9), 1.0)
 
 
+def window_means(window: list[tuple[int, dict]]) -> dict[str, float]:
+    """Each training metric's mean over the logging window's steps (flax's and clu's
+    convention): a logged curve that shows the trend, not one step's noise. After a resume the
+    first window holds the steps since the resume."""
+    return {
+        f"train/{key}": float(np.mean([scalars[key] for _, scalars in window]))
+        for key in window[-1][1]
+    }
+
+
 def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_step) -> dict:
     config, schedule = run.config, run.schedule
     if start_step >= config.total_steps:
@@ -286,6 +296,7 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
     progress = Progress(config.total_steps, config.batch_size, start_step)
     stop = _StopRequests()
     pending: list[tuple[int, dict]] = []
+    window: list[tuple[int, dict]] = []  # fetched step metrics since the last logged step
     eval_metrics: dict[str, float] = {}
     waiting = DataWait()
     try:
@@ -307,9 +318,10 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
 
             last = step == config.total_steps
             if step % config.log_every_steps == 0 or last:
-                fetched = _check_finite(pending, checkpointer)
+                window += _check_finite(pending, checkpointer)
                 pending = []
-                record.update({f"train/{k}": float(v) for k, v in fetched[-1][1].items()})
+                record.update(window_means(window))
+                window = []
                 speed = progress.report(step)
                 record["train/lr"] = float(schedule(step - 1))
                 wait = waiting.fraction()
@@ -338,7 +350,7 @@ def _loop(run, state, data_iter, p_train, p_eval, checkpointer, writer, start_st
                 say(f"eval {config.eval_split} at step {step}: {describe_metrics(eval_metrics)}")
             writer.write(step, record)
             if step % config.checkpoint_every_steps == 0 or evaluate_now or last or stop.requested:
-                _check_finite(pending, checkpointer)
+                window += _check_finite(pending, checkpointer)
                 pending = []
                 with waiting.paused():
                     checkpointer.save(

@@ -1,6 +1,7 @@
 """Mask R-CNN: target assignment on hand-made boxes, the two pyramids' structure, static shapes
 (one compile per run), 8 devices against 1, and the commands on an instance run."""
 
+import csv
 import json
 import os
 
@@ -330,6 +331,12 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
     assert f"{evaluated['dsb_score']:.4f}" in rows["unet_watershed"]
     mrcnn = json.load(open(workdir / "mrcnn" / "eval_test.json"))
     assert f"{mrcnn['mask_ap']:.4f}" in rows["mrcnn"]
+    # per_image.csv: the test images worst DSB score first, with their object counts.
+    with open(workdir / "mrcnn" / "per_image.csv") as file:
+        table = list(csv.DictReader(file))
+    assert len(table) == len(mrcnn["per_image"])
+    scores = [float(row["dsb_score"]) for row in table]
+    assert scores == sorted(scores) and set(table[0]) >= {"size", "true_objects"}
     assert (workdir / "results.png").stat().st_size > 10_000
     # Convergence per trained member, each by its own selection metric; the paired test over
     # the test images' DSB scores, Mask R-CNN against the U-Net's components.

@@ -1,6 +1,7 @@
 """segjax.predict: tiles blended without seams, masks that score as segjax.evaluate scores, and
 unreadable inputs named and skipped."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -270,6 +271,44 @@ def test_an_image_too_large_for_the_memory_goes_by_tiles_that_fit(trained, tmp_p
     if 1.5 * per_pixel * 128 * 128 > 2**20:  # no tile fits 1 MiB: said, not an XLA abort
         tiny = run(predict_command(trained, inputs, tmp_path / "tiny", "--memory_limit=1"))
         assert_one_error_line(tiny, 1, "big.png (600x640): even tiles of 128 pixels need")
+
+
+@pytest.mark.slow
+def test_images_far_from_the_training_size_are_named_and_resize_train_maps_back(
+    trained, tfds_dir, tmp_path
+):
+    """Issue 53: a run trained on whole images resized to 32x32 warns, once, for a 200x200
+    image and not for a 40x40 one; --resize train predicts at 32x32 and maps the mask back to
+    200x200, as the predictor with that size does; a crop-trained run refuses --resize."""
+    from segjax.inference import load_predictor, predict_probabilities
+
+    workdir = tmp_path / "whole"
+    trained_whole = run(
+        train_command(tfds_dir, workdir, "--config.data.augment.whole_image=True",
+                      "--config.data.eval_size=()", "--config.total_steps=2")
+    )  # fmt: skip
+    assert trained_whole.returncode == 0, trained_whole.stderr[-3000:]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    Image.fromarray(big).save(inputs / "big.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(inputs / "ok.png")
+    plain = run(predict_command(workdir, inputs, tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    warnings = [line for line in plain.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and str(inputs / "big.png") in warnings[0]
+    assert "200x200 is far from the 32x32" in warnings[0] and "--resize train" in warnings[0]
+    resized = run(predict_command(workdir, inputs, tmp_path / "resized", "--resize", "train"))
+    assert resized.returncode == 0 and "warning:" not in resized.stderr, resized.stderr[-3000:]
+    mask = np.asarray(Image.open(tmp_path / "resized" / "big.png"))
+    predictor = load_predictor(str(workdir))
+    at_32 = dataclasses.replace(predictor, eval_size=(32, 32))
+    expected = np.argmax(predict_probabilities(at_32, big), axis=-1)
+    assert mask.shape == (200, 200)
+    np.testing.assert_array_equal(mask, expected.astype(np.uint8))
+    refused = run(predict_command(trained, inputs, tmp_path / "crops", "--resize", "train"))
+    assert_one_error_line(refused, 2, "--resize train:", "was not trained on whole images")
 
 
 RUN_STABLEHLO = (

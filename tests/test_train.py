@@ -2,6 +2,7 @@
 devices and 2 processes, non-finite losses, evaluation, clear errors. Determinism, exact resume
 after kills and signals, and workdir failures are in test_failures.py."""
 
+import csv
 import json
 import os
 import socket
@@ -223,7 +224,42 @@ def test_evaluate_restores_the_best_checkpoint_and_writes_results(tfds_dir, shap
     assert "triangle" in evaluated.stdout and "mean over images" in evaluated.stdout
     pictures = sorted((workdir / "predictions_test").glob("*.png"))
     assert len(pictures) == 3
+    # per_image.csv: one row per image, worst mean IoU first, each class's IoU and Dice as the
+    # image's confusion matrix gives them (issue 53).
+    with open(workdir / "per_image.csv") as file:
+        table = list(csv.DictReader(file))
+    assert len(table) == 23 and "per_image.csv" in evaluated.stdout
+    means = [float(row["mean_iou"]) for row in table]
+    assert means == sorted(means)
+    worst = next(r for r in records if r["name"] == table[0]["name"])
+    confusion = np.asarray(worst["confusion"], float)
+    tp = confusion[3, 3]
+    expected = tp / (confusion[3].sum() + confusion[:, 3].sum() - tp)
+    assert float(table[0]["iou/triangle"] or "nan") == pytest.approx(expected, 1e-4, nan_ok=True)
+    height, width = shapes_small.split("test")[worst["index"]]["mask"].shape
+    assert table[0]["size"] == f"{height}x{width}"
 
     missing = run([sys.executable, "-m", "segjax.evaluate", "--workdir", str(tmp_path / "none")])
     assert missing.returncode == 2 and "config.json: not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_the_logged_loss_is_the_mean_over_the_logging_window(tfds_dir, tmp_path):
+    """Issue 53: the same 6 steps logged every step and every 3 steps: the second's train/loss
+    (and every train metric) at steps 3 and 6 is the mean of the first's over steps 1-3, 4-6."""
+    logged = {}
+    for every in (1, 3):
+        workdir = tmp_path / f"every{every}"
+        result = run(train_command(tfds_dir, workdir, f"--config.log_every_steps={every}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        logged[every] = {
+            r["step"]: r
+            for r in map(json.loads, open(workdir / "metrics.jsonl"))
+            if "train/loss" in r
+        }
+    assert sorted(logged[3]) == [3, 6]
+    for step, steps in ((3, (1, 2, 3)), (6, (4, 5, 6))):
+        for key in ("train/loss", "train/grad_norm"):
+            mean = np.mean([logged[1][s][key] for s in steps])
+            assert logged[3][step][key] == pytest.approx(mean, rel=1e-6), (step, key)
+    assert f"loss {logged[3][6]['train/loss']:.4f}" in result.stdout  # the progress line too

@@ -1,5 +1,5 @@
 """An experiment file: ``get_experiment()`` returns an ``Experiment``, a list of runs each named by
-a config file and ``--config.`` overrides, like flax example variants or big_vision sweeps.
+a config file and ``--config.`` overrides, like flax example variants or big_vision sweeps::
 
     from segjax.experiments.spec import Experiment, Member
 

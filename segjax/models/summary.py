@@ -6,7 +6,7 @@ trainable ones (the ``params`` collection); BatchNorm running statistics are not
 
     python -m segjax.models.summary --arch unetpp --encoder ghostnet_100 --size 256
     python -m segjax.models.summary --arch classifier --encoder resnet50 --size 224
-    python -m segjax.models.summary --all --size 256      # the README's model table
+    python -m segjax.models.summary --all --size 256      # the model table of docs/models.md
 """
 
 from absl import flags
