@@ -90,8 +90,16 @@ def main(argv) -> int:
     file, _, variant = config.partition(":")
     config = os.path.abspath(file) + (f":{variant}" if variant else "")
     overrides = parse_overrides(args.set)
-    root = args.workdir or tempfile.mkdtemp(prefix="segjax-packing-")
-    os.makedirs(root, exist_ok=True)
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        return measure(args, config, overrides, args.workdir)
+    # Without --workdir the members' workdirs are scratch (hundreds of MB): removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="segjax-packing-") as root:
+        return measure(args, config, overrides, root)
+
+
+def measure(args, config: str, overrides: dict, root: str) -> int:
+    """Runs the sweep once per --parallel value under root and prints the table."""
     rows = []
     print(f"{args.rounds} member(s) per slot of {args.config} {overrides}")
     print("| members at once | members | wall s | images trained | sweep images/s | vs first |")
