@@ -16,6 +16,8 @@ On a lent GPU: ``experiments/nested_pyramid/device.sh`` (its header says what it
 - ``grid``: every model at its chosen rate (``CHOSEN``), its Mask R-CNN thresholds and its
   U-Net's splitting chosen on validation, seeds 0-2, ``GRID_STEPS`` (longer for a model that
   misses the convergence criterion), the test split scored once.
+- ``ready``: the grid's members of the models whose choices are all made, so that they can
+  train (into the grid's workdir) before the others' tuning has run.
 
 Models (``MODELS``): Mask R-CNN on ResNet-18 with the FPN, the nested pyramid ('unetpp') and the
 FPN of equal compute ('fpn_repeated': four top-down + bottom-up passes of U-Net++ nodes at the
@@ -239,20 +241,31 @@ def tuning() -> Experiment:
     )
 
 
-def grid_members(chosen: dict, thresholds: dict, splitting: tuple | None) -> list[Member]:
+def ready(model: str, chosen: dict, thresholds: dict, splitting: tuple | None) -> bool:
+    """Whether the tuning has made every choice ``model``'s grid members need."""
+    if model not in chosen:
+        return False
+    return model in thresholds if model.startswith("mask") else splitting is not None
+
+
+def grid_members(
+    chosen: dict, thresholds: dict, splitting: tuple | None, ready_only: bool = False
+) -> list[Member]:
     """The grid's members, every seed 0 before any seed 1; errors name what tuning has not yet
-    chosen."""
+    chosen. ``ready_only``: only the models whose choices are made (the ``ready`` variant)."""
     missing = [m for m in MODELS if m not in chosen]
     missing += [f"{m} (thresholds)" for m in MODELS if m.startswith("mask") and m not in thresholds]
     missing += [] if splitting else ["the U-Net's splitting (SPLITTING)"]
-    if missing:
+    models = [m for m in MODELS if ready(m, chosen, thresholds, splitting)]
+    if (missing and not ready_only) or not models:
         raise ValueError(
             "the grid needs the tuning's choices first (run the tuning variant, "
             f"threshold_choice.py and splitter_choice.py); not chosen yet: {', '.join(missing)}"
         )
     members = []
     for seed in SEEDS:
-        for model, (config, overrides) in MODELS.items():
+        for model in models:
+            config, overrides = MODELS[model]
             if model.startswith("mask"):
                 nms, score = thresholds[model]
                 extra = {"model.detection_nms_threshold": nms}
@@ -292,7 +305,21 @@ def grid() -> Experiment:
     )
 
 
-VARIANTS = {"tuning": tuning, "grid": grid}
+def grid_ready() -> Experiment:
+    """The grid's members whose model the tuning has finished choosing for, the same members
+    (names, configs, flags) as ``grid``'s: they can train, into the grid's workdir, while other
+    models' tuning waits for a GPU. Its report has no paired tests; the grid's report has."""
+    return Experiment(
+        name="nested_pyramid_grid",
+        members=grid_members(CHOSEN, THRESHOLDS, SPLITTING, ready_only=True),
+        eval_split="test",
+        kind="instances",
+        curves=True,
+        tables=grid_tables,
+    )
+
+
+VARIANTS = {"tuning": tuning, "grid": grid, "ready": grid_ready}
 
 
 def get_experiment(variant: str = "grid") -> Experiment:

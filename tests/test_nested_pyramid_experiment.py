@@ -57,6 +57,24 @@ def test_grid_members_carry_the_validation_choices(module):
     )
 
 
+def test_ready_variant_is_the_grids_members_whose_choices_are_made(module, monkeypatch):
+    """Only the U-Net chosen: its three seeds, the very members (names, overrides, flags) that
+    the full grid will have; nothing chosen at all is refused as the grid is."""
+    monkeypatch.setattr(module, "CHOSEN", {"unet_resnet18": 1e-3})
+    monkeypatch.setattr(module, "SPLITTING", ("watershed", 16.0, 16))
+    members = module.get_experiment("ready").members
+    assert [m.name for m in members] == [f"unet_resnet18_seed{s}" for s in module.SEEDS]
+    chosen = {model: 1e-3 for model in module.MODELS}
+    thresholds = {m: (0.4, 0.6) for m in module.MODELS if m.startswith("mask")}
+    full = {m.name: m for m in module.grid_members(chosen, thresholds, module.SPLITTING)}
+    assert all(m == full[m.name] for m in members)
+    with pytest.raises(ValueError, match="not chosen yet: maskrcnn_fpn_resnet18"):
+        module.get_experiment("grid")
+    monkeypatch.setattr(module, "CHOSEN", {})
+    with pytest.raises(ValueError, match="not chosen yet"):
+        module.get_experiment("ready")
+
+
 def test_tuning_table_marks_the_best_rate_and_checks_chosen(module, monkeypatch):
     rows = []
     for model, rates in module.RATES.items():
