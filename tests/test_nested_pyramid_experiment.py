@@ -1,9 +1,18 @@
 """experiments/nested_pyramid.py: its members, the grid's refusal before the tuning has chosen,
-the flags that carry the validation choices to the test evaluation, and the tuning table."""
+the flags that carry the validation choices to the test evaluation, the tuning table, and the
+device script on this CPU."""
 
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
 import pytest
 
 from segjax.experiments.spec import load_experiment, load_module
+from tests.cli_utils import ROOT, cpu_env
 
 PATH = "experiments/nested_pyramid.py"
 
@@ -102,3 +111,62 @@ def test_model_table_sets_the_equal_compute_fpn_beside_the_nested_pyramid():
     assert 0.9 <= float(rows["maskrcnn_fpnrepeated_resnet18"][5]) <= 1.1
     assert float(rows["maskrcnn_fpn_resnet18"][5]) < 0.5
     assert rows["maskrcnn_unetpp_ghostnet100"][5].strip() == "1.000"
+
+
+def _nuclei_folder(root, count=10, size=144):
+    """A DSB-like folder from the synthetic shapes: binary masks, instance maps, splits.json."""
+    from PIL import Image
+
+    from segjax.data.shapes import generate_example
+
+    for sub in ("images", "masks", "instances"):
+        (root / sub).mkdir(parents=True)
+    stems = [f"n{index:02d}" for index in range(count)]
+    for index, stem in enumerate(stems):
+        image, mask, instances = generate_example(0, "train", index, size)
+        Image.fromarray(image).save(root / "images" / f"{stem}.png")
+        Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8)).save(
+            root / "masks" / f"{stem}.png"
+        )
+        Image.fromarray(instances.astype(np.uint16)).save(root / "instances" / f"{stem}.png")
+    splits = {"train": stems[:6], "validation": stems[6:8], "test": stems[8:]}
+    (root / "splits.json").write_text(json.dumps(splits))
+    return root
+
+
+@pytest.mark.slow
+def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path):
+    """experiments/nested_pyramid/device.sh as a lent machine runs it, on this CPU at 4 steps:
+    one member trained and its records packed; those records then committed (PREVIOUS), the
+    next loan trains only the members without one (its plan: the other 17, not that one)."""
+    data = _nuclei_folder(tmp_path / "nuclei")
+    member = "unet_resnet18_adamw1e-3"
+    tiny = (
+        f"--set total_steps=4 --set eval_every_steps=2 --set checkpoint_every_steps=2 "
+        f"--set optimizer.warmup_steps=1 --set data.data_dir={tfds_dir}"
+    )
+    env = {
+        **cpu_env(), "VARIANT": "tuning", "DATA": str(data), "WORKDIR": str(tmp_path / "runs"),
+        "OUT": str(tmp_path / "out"), "PREVIOUS": str(tmp_path / "none"), "WHEELS": "",
+        "PARALLEL": "1", "DEADLINE": "900", "ONLY": member, "EXTRA": tiny, "PY": sys.executable,
+    }  # fmt: skip
+    script = ["bash", "experiments/nested_pyramid/device.sh"]
+    first = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0 and "finished: 1 members" in first.stdout, first.stdout[-3000:]
+    previous = tmp_path / "records"
+    previous.mkdir()
+    with tarfile.open(tmp_path / "out" / "tuning_records.tar.gz") as archive:
+        archive.extractall(previous, filter="data")
+    record = previous / member
+    assert {"member.json", "eval_validation.json", "metrics.jsonl"} <= set(os.listdir(record))
+    assert json.loads((record / "member.json").read_text())["finished"]
+
+    env.update(ONLY="", PREVIOUS=str(previous), WORKDIR=str(tmp_path / "next"))
+    env["EXTRA"] = tiny + " --dry_run"
+    env["OUT"] = str(tmp_path / "out2")
+    second = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    planned = next(line for line in second.stdout.splitlines() if line.startswith("to train: "))
+    names = planned.removeprefix("to train: ").split(",")
+    assert len(names) == 17 and member not in names
+    assert "unet_resnet18_adamw3e-4" in names and "maskrcnn_fpn_resnet18_adamw1e-3" in names

@@ -20,7 +20,7 @@ WORKDIR=${WORKDIR:-runs/nested_$VARIANT}
 DATA=${DATA:-.devcarry/dsb2018}
 PARALLEL=${PARALLEL:-4}
 DEADLINE=${DEADLINE:-480}
-ONLY=${ONLY:-}     # comma-separated member names, else every member
+ONLY=${ONLY:-}     # comma-separated member names, else every member without a record in PREVIOUS
 EXTRA=${EXTRA:-}   # more runner flags
 SPEED=${SPEED:-0}  # 1: the runner's speed phase after training (one member at a time)
 PREVIOUS=${PREVIOUS:-experiments/nested_pyramid/$VARIANT/members}
@@ -41,6 +41,23 @@ mkdir -p "$WORKDIR"
 if [ -d "$PREVIOUS" ]; then
   cp -rn "$PREVIOUS"/. "$WORKDIR"/
   echo "$(ls "$PREVIOUS" | wc -l) members' records copied in from $PREVIOUS"
+fi
+if [ -z "$ONLY" ] && [ -d "$PREVIOUS" ]; then
+  # Only the members without a finished record: those trained elsewhere (the U-Net's on a CPU,
+  # with the data's own path) are not the runner's to check against this machine's data path.
+  ONLY=$($PY - "$VARIANT" "$PREVIOUS" <<'PY'
+import json, os, sys
+from segjax.experiments.spec import load_experiment
+variant, previous = sys.argv[1:]
+def finished(name):
+    path = os.path.join(previous, name, "member.json")
+    return os.path.isfile(path) and json.load(open(path)).get("finished", False)
+members = load_experiment(f"experiments/nested_pyramid.py:{variant}").members
+print(",".join(m.name for m in members if not finished(m.name)))
+PY
+) || exit 1
+  [ -z "$ONLY" ] && { echo "every member of $VARIANT has a finished record in $PREVIOUS"; exit 0; }
+  echo "to train: $ONLY"
 fi
 SPEED_FLAG=$([ "$SPEED" = 1 ] && echo --speed || echo --nospeed)
 ONLY_FLAG=$([ -n "$ONLY" ] && echo "--only=$ONLY")
