@@ -26,7 +26,9 @@ def test_tuning_has_three_rates_per_model_on_validation(module):
     experiment = load_experiment(f"{PATH}:tuning")
     assert experiment.kind == "instances" and experiment.eval_split == "validation"
     names = [m.name for m in experiment.members]
-    assert len(names) == 3 * len(module.MODELS) == 18
+    assert len(names) == 3 * len(module.MODELS) + sum(map(len, module.EXTENDED.values()))
+    assert all(names.count(f"{m}_{module.rate_name(r)}") == 1 for m in module.MODELS
+               for r in module.RATES[m])  # fmt: skip
     assert "maskrcnn_fpnrepeated_resnet18_adamw1e-3" in names
     assert "maskrcnn_unetpp_ghostnet100_adamw1e-2" in names
     member = {m.name: m for m in experiment.members}["maskrcnn_fpnrepeated_resnet18_adamw3e-4"]
@@ -39,9 +41,15 @@ def test_tuning_has_three_rates_per_model_on_validation(module):
     assert unet.eval_flags[0] == "--instances=watershed,components"
 
 
-def test_grid_refuses_before_the_choices_are_made(module):
+def test_grid_refuses_before_the_choices_are_made(module, monkeypatch):
+    for name, empty in (("CHOSEN", {}), ("THRESHOLDS", {}), ("SPLITTING", None)):
+        monkeypatch.setattr(module, name, empty)
     with pytest.raises(ValueError, match="not chosen yet: maskrcnn_fpn_resnet18, .*SPLITTING"):
-        load_experiment(f"{PATH}:grid")
+        module.get_experiment("grid")
+    monkeypatch.setattr(module, "CHOSEN", {model: 1e-3 for model in module.MODELS})
+    monkeypatch.setattr(module, "SPLITTING", ("watershed", 16.0, 16))
+    with pytest.raises(ValueError, match=r"not chosen yet: maskrcnn_fpn_resnet18 \(thresholds\)"):
+        module.get_experiment("grid")
 
 
 def test_grid_members_carry_the_validation_choices(module):
@@ -85,6 +93,7 @@ def test_ready_variant_is_the_grids_members_whose_choices_are_made(module, monke
 
 
 def test_tuning_table_marks_the_best_rate_and_checks_chosen(module, monkeypatch):
+    monkeypatch.setattr(module, "EXTENDED", {})  # the rates below are RATES' only
     rows = []
     for model, rates in module.RATES.items():
         for index, rate in enumerate(rates):
@@ -168,5 +177,6 @@ def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     planned = next(line for line in second.stdout.splitlines() if line.startswith("to train: "))
     names = planned.removeprefix("to train: ").split(",")
-    assert len(names) == 17 and member not in names
+    every = [m.name for m in load_experiment(f"{PATH}:tuning").members]
+    assert names == [name for name in every if name != member]
     assert "unet_resnet18_adamw3e-4" in names and "maskrcnn_fpn_resnet18_adamw1e-3" in names
