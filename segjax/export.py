@@ -15,6 +15,11 @@ ranges from their min/max, or ``--int8_percentile``), and reports how well the i
 classes match float32's on those images, warning when a few outliers may have ruined it. The
 output is the model's logits; a deep-supervised model in 'accurate' mode gives the log of its
 heads' mean probabilities (same argmax as its evaluation), in 'fast' mode its last head's logits.
+
+A Mask R-CNN run exports its detections (``DETECTION_OUTPUTS``: boxes, scores, classes, 28x28
+masks, valid flags; ``max_detections`` slots) for one image of ``--size`` per call, in both
+formats: its anchors and every count follow from the input's size, so nothing is symbolic.
+``segjax.predict --model`` pastes them into label maps as it does for the run itself.
 """
 
 import contextlib
@@ -31,6 +36,7 @@ from absl import flags
 
 from segjax import cli
 from segjax.data.augment import statistics
+from segjax.detection.label_maps import MASK_THRESHOLD, SCORE_THRESHOLD
 from segjax.errors import UserError
 from segjax.files import write_atomically
 from segjax.inference import Restored, restore
@@ -39,6 +45,8 @@ from segjax.models import is_instance_model
 
 FORMATS = ("stablehlo", "onnx")
 LAYOUTS = ("nhwc", "nchw")
+# What an exported Mask R-CNN returns, in this order (segjax.models.detection.maskrcnn).
+DETECTION_OUTPUTS = ("boxes", "scores", "classes", "masks", "valid")
 
 
 def output_meaning(restored: Restored) -> str:
@@ -76,6 +84,21 @@ def export_function(restored: Restored, layout: str = "nhwc", conv_impl: str | N
     return forward
 
 
+def detection_function(restored: Restored, layout: str = "nhwc", conv_impl: str | None = None):
+    """images (one, in ``layout``) -> the tuple ``DETECTION_OUTPUTS`` of a Mask R-CNN run."""
+    model, variables = restored.model, restored.variables
+    if conv_impl is not None:
+        model = model.clone(conv_impl=conv_impl)
+
+    def forward(x):
+        if layout == "nchw":
+            x = jnp.transpose(x, (0, 2, 3, 1))
+        out = model.apply(variables, x, train=False)
+        return tuple(out[name] for name in DETECTION_OUTPUTS)
+
+    return forward
+
+
 def normalisation(restored: Restored) -> tuple[list[float], list[float]]:
     """The mean and std the run normalises with (ImageNet's unless config.data sets them)."""
     data = restored.config.data
@@ -87,8 +110,21 @@ def sidecar(restored: Restored, fmt: str, layout: str, workdir: str, size=None) 
     mean, std = normalisation(restored)
     channels, multiple = restored.channels, restored.multiple
     spatial = list(size) if size else [f"{multiple}*h", f"{multiple}*w"]
-    shape = ["batch", *spatial, channels] if layout == "nhwc" else ["batch", channels, *spatial]
+    detector = is_instance_model(restored.model)
+    batch = 1 if detector else "batch"
+    shape = [batch, *spatial, channels] if layout == "nhwc" else [batch, channels, *spatial]
     config = restored.config
+    output = (
+        detection_sidecar(restored)
+        if detector
+        else {
+            "layout": layout,
+            "dtype": "float32",
+            "meaning": output_meaning(restored),
+            "classes": list(restored.class_names),
+            "prediction": "argmax over the class axis",
+        }
+    )
     return {
         "format": fmt,
         "input": {
@@ -102,13 +138,7 @@ def sidecar(restored: Restored, fmt: str, layout: str, workdir: str, size=None) 
             "std": std,
             "channels": channels,
         },
-        "output": {
-            "layout": layout,
-            "dtype": "float32",
-            "meaning": output_meaning(restored),
-            "classes": list(restored.class_names),
-            "prediction": "argmax over the class axis",
-        },
+        "output": output,
         "eval_size": list(config.data.eval_size),  # [] or the size the run predicts at
         "model": {
             "arch": config.model.arch,
@@ -119,10 +149,40 @@ def sidecar(restored: Restored, fmt: str, layout: str, workdir: str, size=None) 
     }
 
 
-def export_stablehlo(restored: Restored, layout: str = "nhwc") -> bytes:
-    """Serialized ``jax.export`` of the model (weights embedded), symbolic batch and sizes."""
+def detection_sidecar(restored: Restored) -> dict:
+    slots = restored.model.settings.max_detections
+    return {
+        "meaning": "detections",
+        "names": list(DETECTION_OUTPUTS),
+        "tensors": {
+            "boxes": f"float32 (1, {slots}, 4): x0, y0, x1, y1 in input pixels",
+            "scores": f"float32 (1, {slots}): the detection's class probability",
+            "classes": f"int32 (1, {slots}): 1..K, an index into classes",
+            "masks": f"float32 (1, {slots}, 28, 28): the object's probability over its box",
+            "valid": f"bool (1, {slots}): the slots holding a detection, best first",
+        },
+        "classes": list(restored.class_names),
+        "prediction": "valid detections pasted into a label map best first, each where its mask "
+        f"(resized to its box) is at least {MASK_THRESHOLD}; segjax.predict leaves out those "
+        f"scoring below --score_threshold ({SCORE_THRESHOLD} by default)",
+    }
+
+
+def _one_image(restored: Restored, size: tuple[int, int], layout: str) -> np.ndarray:
+    height, width, c = *size, restored.channels
+    return np.zeros((1, height, width, c) if layout == "nhwc" else (1, c, height, width), "f4")
+
+
+def export_stablehlo(restored: Restored, layout: str = "nhwc", size=None) -> bytes:
+    """Serialized ``jax.export`` of the model (weights embedded): symbolic batch and sizes, or
+    for a Mask R-CNN one image of ``size``."""
     from jax import export
 
+    if is_instance_model(restored.model):
+        forward = detection_function(restored, layout, EXPORT_CONV_IMPL)
+        return bytes(
+            export.export(jax.jit(forward))(_one_image(restored, size, layout)).serialize()
+        )
     m, c = restored.multiple, restored.channels
     spec = f"b, {m}*h, {m}*w, {c}" if layout == "nhwc" else f"b, {c}, {m}*h, {m}*w"
     shape = export.symbolic_shape(spec)
@@ -145,6 +205,15 @@ def export_onnx(restored: Restored, size: tuple[int, int], layout: str = "nhwc")
             raise UserError(
                 "--format onnx needs jax2onnx and onnxruntime: pip install -e '.[deploy]'"
             ) from None
+    if is_instance_model(restored.model):
+        from segjax.onnx_compat import traced_to_onnx
+
+        forward = detection_function(restored, layout, EXPORT_CONV_IMPL)
+        example = _one_image(restored, size, layout)
+        proto = traced_to_onnx(forward, example, "images", list(DETECTION_OUTPUTS))
+        del proto.graph.value_info[:]  # as below
+        return proto.SerializeToString()
+    with contextlib.redirect_stdout(io.StringIO()):
         height, width = size
         c = restored.channels
         shape = ("B", height, width, c) if layout == "nhwc" else ("B", c, height, width)
@@ -232,7 +301,12 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "the file to write (and OUTPUT.json beside it)")
     flags.DEFINE_string("checkpoint", "best", "best, latest or a step number")
     flags.DEFINE_enum("layout", "nhwc", list(LAYOUTS), "input and output layout")
-    flags.DEFINE_string("size", "256", "onnx: the input's HxW (a multiple of the model's)")
+    flags.DEFINE_string(
+        "size",
+        "256",
+        "onnx, and Mask R-CNN runs in both formats: the input's HxW (a multiple of the model's; "
+        "a Mask R-CNN's should hold the largest image it will see, smaller ones are padded)",
+    )
     flags.DEFINE_bool("int8", False, "onnx: quantise to int8 (static, QDQ), calibrated")
     flags.DEFINE_integer("calibration_images", 32, "--int8: how many images to calibrate on")
     flags.DEFINE_float(
@@ -263,18 +337,22 @@ def main(argv) -> int:
     cli.check_output(args.output, "file")  # before the model is restored and converted
     restored = restore(args.workdir, args.checkpoint)
     model = restored.config.model
-    if is_instance_model(restored.model):
+    detector = is_instance_model(restored.model)
+    if detector and args.int8:
         raise UserError(
-            f"{args.workdir} is a {model.arch} (instance segmentation) run; export handles "
-            "semantic models only so far (predict instance runs with segjax.predict --workdir)"
+            f"--int8: {args.workdir} is a {model.arch} (instance segmentation) run; int8 "
+            "quantises semantic models only (export it in float32, without --int8)"
         )
     print(
         f"exporting {model.arch} / {model.encoder or 'plain'} (step {restored.step}) to "
         f"{args.format} ...",
         flush=True,
     )
-    if args.format == "stablehlo":
+    if args.format == "stablehlo" and not detector:
         blob, size = export_stablehlo(restored, args.layout), None
+    elif args.format == "stablehlo":
+        size = cli.parse_size(args.size, restored.multiple)
+        blob = export_stablehlo(restored, args.layout, size)
     else:
         size = cli.parse_size(args.size, restored.multiple)
         blob = export_onnx(restored, size, args.layout)

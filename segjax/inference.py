@@ -229,28 +229,16 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def load_exported(path: str) -> Predictor:
-    """A ``Predictor`` for a file written by ``segjax.export`` (ONNX through onnxruntime, or
-    StableHLO), its preprocessing from the sidecar ``path.json``: no workdir, no dataset."""
+def read_sidecar(path: str) -> dict:
+    """The sidecar ``path.json`` that ``segjax.export`` wrote beside ``path``, checked to
+    describe that very file."""
     import json
 
     sidecar = f"{path}.json"
     try:
         with open(sidecar) as file:
             info = json.load(file)
-        inputs, outputs, fmt = info["input"], info["output"], info["format"]
-        nchw = inputs["layout"] == "nchw"
-        spatial = inputs["shape"][2:] if nchw else inputs["shape"][1:3]
-        options = dict(
-            class_names=tuple(outputs["classes"]),
-            channels=int(inputs["channels"]),
-            mean=tuple(inputs["mean"]),
-            std=tuple(inputs["std"]),
-            multiple=int(inputs["multiple"]),
-            step=int(info["model"]["step"]),
-            eval_size=tuple(info.get("eval_size") or ()) or None,
-        )
-        meaning = outputs["meaning"]
+        info["input"], info["output"], info["format"]  # noqa: B018 (present, or KeyError)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(
             f"{sidecar}: the export's sidecar is not readable ({error!r}); it is written by "
@@ -262,6 +250,16 @@ def load_exported(path: str) -> Predictor:
             f"{path}: its sidecar {sidecar} describes another file (sha256 {digest[:12]}...); "
             "the two come from different exports: export again"
         )
+    return info
+
+
+def exported_detections(info: dict) -> bool:
+    """Whether a sidecar describes an exported Mask R-CNN (``segjax.export``'s detections)."""
+    return info["output"].get("meaning") == "detections"
+
+
+def _exported_runner(path: str, fmt: str, spatial, nchw: bool):
+    """(x -> the model's outputs as a list of arrays, the fixed input size or None)."""
     if fmt == "onnx":
         try:
             import onnxruntime
@@ -276,21 +274,93 @@ def load_exported(path: str) -> Predictor:
         if [int(v) for v in spatial] != list(actual):
             raise UserError(
                 f"{path}: the model takes {actual[0]}x{actual[1]} inputs but its sidecar "
-                f"{sidecar} says {spatial[0]}x{spatial[1]}; the two come from different "
+                f"{path}.json says {spatial[0]}x{spatial[1]}; the two come from different "
                 "exports: export again"
             )
+        return (lambda x: session.run(None, {name: x})), (int(spatial[0]), int(spatial[1]))
+    call = load_stablehlo(path)
+    fixed = tuple(int(v) for v in spatial) if all(isinstance(v, int) for v in spatial) else None
 
-        def raw(x):
-            return session.run(None, {name: x})[0]
+    def run(x):
+        out = call(x)
+        return [np.asarray(o) for o in (out if isinstance(out, (tuple, list)) else [out])]
 
-        fixed = (int(spatial[0]), int(spatial[1]))
-    else:
-        call = load_stablehlo(path)
+    return run, fixed
 
-        def raw(x):
-            return np.asarray(call(x))
 
-        fixed = None
+@dataclasses.dataclass(frozen=True)
+class ExportedDetector:
+    """An exported Mask R-CNN: ``detect`` takes one normalised image (1, H, W, C) of exactly
+    ``size`` and returns the dict of ``segjax.export.DETECTION_OUTPUTS``."""
+
+    detect: Callable[[np.ndarray], dict]
+    size: tuple[int, int]
+    class_names: tuple[str, ...]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    multiple: int
+    step: int
+
+
+def _sidecar_fields(path: str, info: dict, read) -> tuple[bool, list, dict]:
+    """(NCHW input?, the input's spatial shape, the fields both kinds of export share, plus
+    ``read(info)``'s), or the error that names the sidecar."""
+    try:
+        inputs, outputs = info["input"], info["output"]
+        nchw = inputs["layout"] == "nchw"
+        spatial = inputs["shape"][2:] if nchw else inputs["shape"][1:3]
+        fields = dict(
+            class_names=tuple(outputs["classes"]),
+            channels=int(inputs["channels"]),
+            mean=tuple(inputs["mean"]),
+            std=tuple(inputs["std"]),
+            multiple=int(inputs["multiple"]),
+            step=int(info["model"]["step"]),
+            **read(info),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(
+            f"{path}.json: the export's sidecar is not readable ({error!r}); it is written by "
+            "segjax.export beside the model file"
+        ) from None
+    return nchw, spatial, fields
+
+
+def load_exported_detector(path: str) -> ExportedDetector:
+    """An ``ExportedDetector`` for a Mask R-CNN file written by ``segjax.export``."""
+    info = read_sidecar(path)
+    nchw, spatial, fields = _sidecar_fields(path, info, lambda i: {"names": i["output"]["names"]})
+    names = list(fields.pop("names"))
+    raw, fixed = _exported_runner(path, info["format"], spatial, nchw)
+
+    def detect(image: np.ndarray) -> dict:
+        x = np.ascontiguousarray(image.transpose(0, 3, 1, 2) if nchw else image, np.float32)
+        return dict(zip(names, raw(x), strict=True))
+
+    return ExportedDetector(detect=detect, size=fixed, **fields)
+
+
+def load_exported(path: str) -> Predictor:
+    """A ``Predictor`` for a file written by ``segjax.export`` (ONNX through onnxruntime, or
+    StableHLO), its preprocessing from the sidecar ``path.json``: no workdir, no dataset."""
+    info = read_sidecar(path)
+
+    def semantic(info):
+        return {
+            "eval_size": tuple(info.get("eval_size") or ()) or None,
+            "meaning": info["output"]["meaning"],
+        }
+
+    nchw, spatial, options = _sidecar_fields(path, info, semantic)
+    meaning = options.pop("meaning")
+    fmt = info["format"]
+    run, fixed = _exported_runner(path, fmt, spatial, nchw)
+    if fmt != "onnx":
+        fixed = None  # a semantic StableHLO export takes any multiple of its size
+
+    def raw(x):
+        return run(x)[0]
 
     def probabilities_of(images: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(images.transpose(0, 3, 1, 2) if nchw else images, np.float32)

@@ -19,7 +19,9 @@ Instance segmentation: a Mask R-CNN run (or a semantic run with ``--instances wa
 label map (0 = background, 1..N = objects, best first), ``<stem>.json`` with each object's id,
 score, class, box and area (objects scoring at least ``--score_threshold``, 0.5 by default),
 and with ``--save overlay`` ``<stem>_overlay.png`` (each object
-tinted and outlined in its own colour). Whole images only (no tiles or flips).
+tinted and outlined in its own colour). Whole images only (no tiles or flips). A Mask R-CNN
+exported by ``segjax.export`` predicts the same way with ``--model FILE``, each image padded to the
+file's input size (an image larger than that is named and skipped).
 """
 
 import dataclasses
@@ -175,11 +177,12 @@ def each_image(paths: list[str], channels: int, handle) -> tuple[list[str], floa
         stem = os.path.splitext(os.path.basename(path))[0]
         try:
             image = load_image(path, channels)
-        except DataError as error:
-            failed.append(str(error))
-            print(f"[{index}/{len(paths)}] skipped: {error}", flush=True)
+            note = handle(stem, path, image)
+        except DataError as error:  # unreadable, or one the model cannot take
+            message = str(error) if path in str(error) else f"{path}: {error}"
+            failed.append(message)
+            print(f"[{index}/{len(paths)}] skipped: {message}", flush=True)
             continue
-        note = handle(stem, path, image)
         elapsed = time.perf_counter() - start
         eta = elapsed / index * (len(paths) - index)
         print(
@@ -331,22 +334,57 @@ def instance_predictor(
         x = pad_to(x, restored.multiple)
         out = jax.device_get(forward(restored.variables, jnp.asarray(x)))
         if detector:
-            keep = out["valid"][0]
-            mine = {key: out[key][0][keep] for key in ("boxes", "scores", "masks", "classes")}
-            labels, scores, origin = label_map(mine, (height, width), None, min_area)
-            classes = {label: names[int(mine["classes"][i])] for label, i in origin.items()}
-        else:
-            foreground = 1.0 - out[0, :height, :width, 0]
-            labels, scores, _ = label_map(foreground, (height, width), splitter)
-            classes = {label: names[-1] for label in scores}
-        labels = confident_labels(labels, scores, threshold)
-        scores = {label: value for label, value in scores.items() if value >= threshold}
-        return labels, scores, classes
+            return detected_objects(out, (height, width), names, min_area, threshold)
+        foreground = 1.0 - out[0, :height, :width, 0]
+        labels, scores, _ = label_map(foreground, (height, width), splitter)
+        classes = {label: names[-1] for label in scores}
+        return confident(labels, scores, threshold) + (classes,)
 
     return run, restored
 
 
-def predict_instance_files(run, restored, paths, output: str, saves) -> list[str]:
+def confident(labels: np.ndarray, scores: dict[int, float], threshold: float):
+    """(label map, {label: score}) without the objects scoring below ``threshold``."""
+    labels = confident_labels(labels, scores, threshold)
+    return labels, {label: value for label, value in scores.items() if value >= threshold}
+
+
+def detected_objects(out: dict, shape: tuple[int, int], names, min_area: int, threshold: float):
+    """(label map, {label: score}, {label: class name}) of one image's Mask R-CNN outputs
+    (batch of one), as the run itself and its exported files predict."""
+    keep = np.asarray(out["valid"][0], bool)
+    mine = {key: np.asarray(out[key][0])[keep] for key in ("boxes", "scores", "masks", "classes")}
+    labels, scores, origin = label_map(mine, shape, None, min_area)
+    classes = {label: names[int(mine["classes"][i])] for label, i in origin.items()}
+    return confident(labels, scores, threshold) + (classes,)
+
+
+def exported_instance_predictor(path: str, min_area: int = 1, threshold: float = SCORE_THRESHOLD):
+    """``instance_predictor`` of a Mask R-CNN file from ``segjax.export``: each image padded
+    at the bottom and right to the file's fixed input size (an image larger than it cannot be
+    predicted, and is reported as such)."""
+    from segjax.data.augment import normalize
+    from segjax.inference import load_exported_detector, pad_to
+
+    detector = load_exported_detector(path)
+    size, m = detector.size, detector.multiple
+
+    def run(image: np.ndarray):
+        height, width = image.shape[:2]
+        if height > size[0] or width > size[1]:
+            raise DataError(
+                f"{height}x{width} is larger than the {size[0]}x{size[1]} input of {path}: "
+                f"export the run again with --size {height + -height % m}x{width + -width % m} "
+                "or more"
+            )
+        x = pad_to(normalize(image, detector.mean, detector.std)[None], 1, size)
+        out = detector.detect(x)
+        return detected_objects(out, (height, width), detector.class_names, min_area, threshold)
+
+    return run, detector
+
+
+def predict_instance_files(run, channels: int, paths, output: str, saves) -> list[str]:
     """Writes each image's label map, JSON and overlay; returns the failures' messages."""
     os.makedirs(output, exist_ok=True)
 
@@ -367,7 +405,7 @@ def predict_instance_files(run, restored, paths, output: str, saves) -> list[str
             )
         return f": {len(records)} objects"
 
-    failed, elapsed = each_image(paths, restored.channels, handle)
+    failed, elapsed = each_image(paths, channels, handle)
     print(
         f"predicted {len(paths) - len(failed)} of {len(paths)} images in "
         f"{format_duration(elapsed)}; label maps in {output}",
@@ -419,7 +457,12 @@ def main(argv) -> int:
         raise UserError(f"--memory_limit={args.memory_limit} must be 0 (automatic) or more MiB")
     paths = find_inputs(args.input)
     cli.check_output(args.output, "directory")  # before a model is loaded
-    instances = bool(args.workdir and (args.instances or _is_instance_run(args.workdir)))
+    if args.model:
+        from segjax.inference import exported_detections, read_sidecar
+
+        instances = exported_detections(read_sidecar(args.model))
+    else:
+        instances = bool(args.instances or _is_instance_run(args.workdir))
     check_outputs(paths, args.output, instances, set(args.save))
     if instances:
         if args.tile or args.tta or "probs" in args.save or args.resize:
@@ -427,19 +470,28 @@ def main(argv) -> int:
                 "instance segmentation predicts whole images: --tile, --tta, --resize and "
                 "--save probs do not apply"
             )
+        if args.model and args.instances:
+            raise UserError(f"--instances: {args.model} is a Mask R-CNN (it finds objects)")
         splitter = (
             Splitter(args.instances, min_area=args.min_area, seed_height=args.seed_height)
             if args.instances
             else None
         )
-        run, restored = instance_predictor(
-            args.workdir, args.checkpoint, splitter, args.min_area, args.score_threshold
+        if args.model:
+            run, source = exported_instance_predictor(
+                args.model, args.min_area, args.score_threshold
+            )
+        else:
+            run, source = instance_predictor(
+                args.workdir, args.checkpoint, splitter, args.min_area, args.score_threshold
+            )
+        print(
+            f"{len(paths)} images, step {source.step} of {args.workdir or args.model}", flush=True
         )
-        print(f"{len(paths)} images, step {restored.step} of {args.workdir}", flush=True)
-        failed = predict_instance_files(run, restored, paths, args.output, set(args.save))
+        failed = predict_instance_files(run, source.channels, paths, args.output, set(args.save))
         if failed:
             raise RunError(
-                f"{len(failed)} of {len(paths)} images could not be read: " + "; ".join(failed)
+                f"{len(failed)} of {len(paths)} images were skipped: " + "; ".join(failed)
             )
         return 0
     if args.model and args.instances:

@@ -426,3 +426,81 @@ def test_instance_experiment_report(tfds_dir, tmp_path):
         assert sorted(np.unique(maps[method + height][maps[method + height] > 0])) == ids
     assert maps["components2"].max() > 0
     np.testing.assert_array_equal(maps["watershed1000"], maps["components2"])
+
+
+@pytest.mark.instances
+def test_an_exported_mask_rcnn_predicts_the_objects_its_run_predicts(tfds_dir, tmp_path):
+    """A Mask R-CNN run exported to ONNX (NHWC) and StableHLO (NCHW) at 64x64: segjax.predict
+    --model writes the label maps and object lists that --workdir writes, for an image of the
+    export's size and a smaller one (padded, as the run pads it to a multiple of 32); a larger
+    image is named and skipped; int8 and --instances are refused with the reason."""
+    from PIL import Image
+
+    from segjax.data.shapes import generate_example
+
+    workdir = tmp_path / "run"
+    trained = run(
+        [
+            "python", "-m", "segjax.train", *SMOKE, f"--config.data.data_dir={tfds_dir}",
+            "--config.total_steps=3", "--config.eval_every_steps=3", "--workdir", str(workdir),
+        ]
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, size in (("a", 64), ("b", 48), ("c", 96)):
+        Image.fromarray(generate_example(0, "test", ord(name), size)[0]).save(
+            images / f"{name}.png"
+        )
+    models = {"onnx": ("nhwc", tmp_path / "m.onnx"), "stablehlo": ("nchw", tmp_path / "m.shlo")}
+    for fmt, (layout, path) in models.items():
+        exported = run(
+            [
+                "python", "-m", "segjax.export", "--workdir", str(workdir), "--format", fmt,
+                "--layout", layout, "--size", "64", "--output", str(path),
+            ]
+        )  # fmt: skip
+        assert exported.returncode == 0, exported.stderr[-3000:]
+        sidecar = json.load(open(f"{path}.json"))
+        assert sidecar["output"]["names"] == ["boxes", "scores", "classes", "masks", "valid"]
+        assert sidecar["input"]["shape"] == ([1, 64, 64, 3] if layout == "nhwc" else [1, 3, 64, 64])
+
+    def predict(source, out, *extra):
+        return run(
+            [
+                "python", "-m", "segjax.predict", *source, "--input", str(images),
+                "--output", str(tmp_path / out), "--score_threshold", "0", *extra,
+            ]
+        )  # fmt: skip
+
+    reference = predict(["--workdir", str(workdir)], "from_run")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    found = 0
+    for fmt, (_, path) in models.items():
+        result = predict(["--model", str(path)], fmt)
+        assert result.returncode == 1 and "1 of 3 images were skipped" in result.stderr
+        assert f"c.png: 96x96 is larger than the 64x64 input of {path}" in result.stderr
+        assert "--size 96x96" in result.stderr
+        for name in ("a", "b"):
+            got = np.asarray(Image.open(tmp_path / fmt / f"{name}.png"))
+            want = np.asarray(Image.open(tmp_path / "from_run" / f"{name}.png"))
+            np.testing.assert_array_equal(got, want, err_msg=f"{fmt} {name}")
+            objects = json.load(open(tmp_path / fmt / f"{name}.json"))["objects"]
+            expected = json.load(open(tmp_path / "from_run" / f"{name}.json"))["objects"]
+            assert [(o["id"], o["class"], o["area"]) for o in objects] == [
+                (o["id"], o["class"], o["area"]) for o in expected
+            ]
+            np.testing.assert_allclose(
+                [o["score"] for o in objects], [o["score"] for o in expected], atol=1e-5
+            )
+            found += len(objects)
+    assert found > 0  # the comparison saw objects
+    refused = run(
+        [
+            "python", "-m", "segjax.export", "--workdir", str(workdir), "--format", "onnx",
+            "--int8", "--output", str(tmp_path / "q.onnx"),
+        ]
+    )  # fmt: skip
+    assert refused.returncode != 0 and "int8 quantises semantic models only" in refused.stderr
+    refused = predict(["--model", str(models["onnx"][1])], "split", "--instances=watershed")
+    assert refused.returncode != 0 and "is a Mask R-CNN (it finds objects)" in refused.stderr

@@ -20,13 +20,17 @@ def nms(boxes, scores, valid, iou_threshold: float, max_outputs: int):
     sorted_valid = valid[order]
     overlaps = pairwise_iou(sorted_boxes, sorted_boxes) > iou_threshold
     n = boxes.shape[0]
+    position = jnp.arange(n)
 
-    def visit(i, kept):
-        # Box i survives if no kept box before it overlaps it.
-        suppressed = jnp.any(kept & overlaps[i] & (jnp.arange(n) < i))
-        return kept.at[i].set(sorted_valid[i] & ~suppressed)
+    def visit(kept, box):
+        # Box i survives if no kept box before it overlaps it. Its row of overlaps comes in as
+        # the scan's slice, not by indexing: under vmap that indexing is a gather which jax2onnx
+        # 0.13 converts wrongly inside a loop (segjax.export); the result is the same.
+        overlaps_i, valid_i, i = box
+        suppressed = jnp.any(kept & overlaps_i & (position < i))
+        return kept.at[i].set(valid_i & ~suppressed), None
 
-    kept = jax.lax.fori_loop(0, n, visit, jnp.zeros(n, bool))
+    kept, _ = jax.lax.scan(visit, jnp.zeros(n, bool), (overlaps, sorted_valid, position))
     # The kept positions in order, then the rest: a stable sort on ~kept.
     positions = jnp.argsort(~kept, stable=True)[:max_outputs]
     count = jnp.sum(kept)
