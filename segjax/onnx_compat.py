@@ -16,6 +16,9 @@ Three gaps, closed here and nowhere else:
   ``flax.linen.ConvTranspose`` traces) the ONNX ConvTranspose strides of its ``window_strides``
   (1) instead of its ``lhs_dilation``, so Mask R-CNN's 2x upsampling came out 15x15 for 28x28:
   the input dilation becomes the strides.
+
+And it leaves constants that no node reads, which onnxruntime names in a warning each time it
+loads the file: ``drop_unused_initializers`` removes them.
 """
 
 import contextlib
@@ -109,6 +112,36 @@ def _register_lowerings() -> None:
     _registered = True
 
 
+def _subgraphs(graph):
+    for node in graph.node:
+        for attribute in node.attribute:
+            yield from ([attribute.g] if attribute.HasField("g") else [])
+            yield from attribute.graphs
+
+
+def _used_names(graph) -> set[str]:
+    """The names read by the nodes of ``graph`` and of every graph nested in it (a loop body
+    may read its outer graph's values), and its outputs."""
+    used = {name for node in graph.node for name in node.input}
+    used |= {output.name for output in graph.output}
+    for subgraph in _subgraphs(graph):
+        used |= _used_names(subgraph)
+    return used
+
+
+def drop_unused_initializers(graph) -> int:
+    """Removes the constants that no node reads, in ``graph`` and every graph nested in it
+    (jax2onnx leaves some in its loop bodies, and onnxruntime warns about each one of them
+    whenever it loads the file); returns how many."""
+    dropped = sum(drop_unused_initializers(subgraph) for subgraph in _subgraphs(graph))
+    used = _used_names(graph)
+    keep = [init for init in graph.initializer if init.name in used]
+    dropped += len(graph.initializer) - len(keep)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return dropped
+
+
 def traced_to_onnx(fn, example: np.ndarray, input_name: str, output_names: list[str]):
     """The ONNX ModelProto of ``fn`` (one array in, a tuple of arrays out) at ``example``'s
     shape and dtype, every constant it closes over embedded. Shapes are those of the trace:
@@ -127,10 +160,12 @@ def traced_to_onnx(fn, example: np.ndarray, input_name: str, output_names: list[
 
         _register_lowerings()
         spec = jax.ShapeDtypeStruct(example.shape, example.dtype)
-        return to_onnx(
+        proto = to_onnx(
             replay,
             [spec],
             model_name="segjax",
             input_names=[input_name],
             output_names=output_names,
         )
+    drop_unused_initializers(proto.graph)
+    return proto
