@@ -147,7 +147,8 @@ def _nuclei_folder(root, count=10, size=144):
 def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path):
     """experiments/nested_pyramid/device.sh as a lent machine runs it, on this CPU at 4 steps:
     one member trained and its records packed; those records then committed (PREVIOUS), the
-    next loan trains only the members without one (its plan: the other 17, not that one)."""
+    next loan trains only the members without one (its plan: the other 17, not that one) and,
+    with SPEED=1, times the one copied in against its own copy of the data."""
     data = _nuclei_folder(tmp_path / "nuclei")
     member = "unet_resnet18_adamw1e-3"
     tiny = (
@@ -170,11 +171,16 @@ def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path
     assert {"member.json", "eval_validation.json", "metrics.jsonl"} <= set(os.listdir(record))
     assert json.loads((record / "member.json").read_text())["finished"]
 
-    env.update(ONLY="", PREVIOUS=str(previous), WORKDIR=str(tmp_path / "next"))
-    env["EXTRA"] = tiny + " --dry_run"
-    env["OUT"] = str(tmp_path / "out2")
+    # The next machine keeps the data elsewhere: SPEED=1 times the member copied in with it.
+    moved = data.rename(tmp_path / "nuclei_elsewhere")
+    env.update(ONLY="", PREVIOUS=str(previous), WORKDIR=str(tmp_path / "next"), SPEED="1")
+    env.update(EXTRA=tiny + " --dry_run", OUT=str(tmp_path / "out2"), DATA=str(moved))
     second = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "FAILED" not in second.stdout, second.stdout[-3000:]
+    with tarfile.open(tmp_path / "out2" / "tuning_records.tar.gz") as archive:
+        speed = json.load(archive.extractfile(f"{member}/speed.json"))
+    assert speed["device"] == "cpu" and speed["train_img_per_sec"] > 0, speed
     planned = next(line for line in second.stdout.splitlines() if line.startswith("to train: "))
     names = planned.removeprefix("to train: ").split(",")
     every = [m.name for m in load_experiment(f"{PATH}:tuning").members]

@@ -22,7 +22,7 @@ PARALLEL=${PARALLEL:-4}
 DEADLINE=${DEADLINE:-480}
 ONLY=${ONLY:-}     # comma-separated member names, else every member without a record in PREVIOUS
 EXTRA=${EXTRA:-}   # more runner flags
-SPEED=${SPEED:-0}  # 1: the runner's speed phase after training (one member at a time)
+SPEED=${SPEED:-0}  # 1: time every finished member here, alone (those trained elsewhere too)
 PREVIOUS=${PREVIOUS:-experiments/nested_pyramid/$VARIANT/members}
 WHEELS=${WHEELS-.whl}
 PY=${PY:-python3}
@@ -56,25 +56,45 @@ members = load_experiment(f"experiments/nested_pyramid.py:{variant}").members
 print(",".join(m.name for m in members if not finished(m.name)))
 PY
 ) || exit 1
-  [ -z "$ONLY" ] && { echo "every member of $VARIANT has a finished record in $PREVIOUS"; exit 0; }
-  echo "to train: $ONLY"
+  if [ -z "$ONLY" ]; then
+    echo "every member of $VARIANT has a finished record in $PREVIOUS"
+    [ "$SPEED" = 1 ] || exit 0
+    TRAIN=0
+  else
+    echo "to train: $ONLY"
+  fi
 fi
-SPEED_FLAG=$([ "$SPEED" = 1 ] && echo --speed || echo --nospeed)
-ONLY_FLAG=$([ -n "$ONLY" ] && echo "--only=$ONLY")
-$PY -m segjax.experiments.run "experiments/nested_pyramid.py:$VARIANT" --workdir "$WORKDIR" \
-    --parallel "$PARALLEL" $SPEED_FLAG $ONLY_FLAG --set "data.path=$DATA" $EXTRA \
-    > "$OUT/runner.log" 2>&1 &
-RUNNER=$!
-while kill -0 $RUNNER 2>/dev/null && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 5; done
-if kill -0 $RUNNER 2>/dev/null; then
-  echo "deadline ($DEADLINE s) reached: stopping the members still running"
-  pkill -f -- "--workdir $WORKDIR"; sleep 5
+if [ "${TRAIN:-1}" = 1 ]; then
+  SPEED_FLAG=$([ "$SPEED" = 1 ] && echo --speed || echo --nospeed)
+  ONLY_FLAG=$([ -n "$ONLY" ] && echo "--only=$ONLY")
+  $PY -m segjax.experiments.run "experiments/nested_pyramid.py:$VARIANT" --workdir "$WORKDIR" \
+      --parallel "$PARALLEL" $SPEED_FLAG $ONLY_FLAG --set "data.path=$DATA" $EXTRA \
+      > "$OUT/runner.log" 2>&1 &
+  RUNNER=$!
+  while kill -0 $RUNNER 2>/dev/null && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 5; done
+  if kill -0 $RUNNER 2>/dev/null; then
+    echo "deadline ($DEADLINE s) reached: stopping the members still running"
+    pkill -f -- "--workdir $WORKDIR"; sleep 5
+  fi
+  wait $RUNNER 2>/dev/null; echo "runner exit $? at $(elapsed) s"
+  tail -40 "$OUT/runner.log"
 fi
-wait $RUNNER 2>/dev/null; echo "runner exit $? at $(elapsed) s"
-tail -40 "$OUT/runner.log"
 FINISHED=$(grep -l '"finished": true' "$WORKDIR"/*/member.json 2>/dev/null \
            | xargs -r -n1 dirname | xargs -r -n1 basename)
 echo "finished: $(echo $FINISHED | wc -w) members"
+if [ "$SPEED" = 1 ]; then
+  # One device times every member, so the cost table compares like with like: the members
+  # copied in (trained on a CPU or an earlier machine) are timed here with this machine's data.
+  SIZE=$($PY -c "from segjax.experiments.spec import load_experiment as l
+print(l('experiments/nested_pyramid.py:$VARIANT').size)") || exit 1
+  for m in $FINISHED; do
+    [ -f "$WORKDIR/$m/speed.json" ] && continue
+    [ "$(elapsed)" -lt "$DEADLINE" ] || { echo "deadline: $m not timed"; continue; }
+    if $PY -m segjax.experiments.speed --workdir "$WORKDIR/$m" --size "$SIZE" \
+        --data_path "$DATA" > "$OUT/speed_$m.log" 2>&1; then tail -1 "$OUT/speed_$m.log"
+    else echo "$m: speed FAILED:"; tail -5 "$OUT/speed_$m.log"; fi
+  done
+fi
 ( cd "$WORKDIR" && tar czf "$OUT_ABS/${VARIANT}_records.tar.gz" \
     $(for m in $FINISHED; do for f in config.json dataset.json member.json eval_validation.json \
       eval_test.json metrics.jsonl model.txt speed.json; do [ -f "$m/$f" ] && echo "$m/$f"; done; done) )
