@@ -92,3 +92,15 @@ def test_validation_curve_reads_the_eval_lines_of_metrics_jsonl(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert curves.validation_curve(str(tmp_path), "iou/nucleus") == [(50, 0.45), (100, 0.5)]
     assert curves.validation_curve(str(tmp_path), "miou") == [(50, 0.6)]
+
+
+def test_the_curves_title_fits_a_figure_of_one_panel():
+    """A sweep of one model (the U-Net's seeds alone) makes a figure one panel wide; its title
+    once ran off both edges."""
+    seeds = {f"unet_resnet18_seed{i}": [(900, 0.7 + i / 100), (1800, 0.8)] for i in range(3)}
+    title = "nested_pyramid_grid: validation iou/nucleus"
+    figure = curves.curves_figure(seeds, title, "validation iou/nucleus")
+    figure.canvas.draw()
+    box, page = figure._suptitle.get_window_extent(), figure.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
+    assert "the last quarter" in figure._suptitle.get_text()

@@ -55,8 +55,24 @@ def steps_to_fraction(curve: list[tuple[int, float]], fraction: float = 0.95) ->
 
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: str, ylabel: str):
+    """``curves_figure`` written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    figure = curves_figure(curves, title, ylabel)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# Characters of the suptitle per inch of figure width (12 pt text), with room to spare.
+TITLE_CHARACTERS_PER_INCH = 10
+
+
+def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, ylabel: str):
     """One panel per model (members differing only in seed share a panel, one line per seed),
-    the last quarter of the budget shaded."""
+    the last quarter of the budget shaded; the title wrapped to the figure's width (a sweep of
+    one model makes a figure one panel wide)."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,6 +116,6 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: st
         axis.set_ylabel(ylabel)
     for axis in axes[-1]:
         axis.set_xlabel("step")
-    figure.suptitle(title + " (grey: the last quarter of the budget)")
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    width = figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH
+    figure.suptitle(textwrap.fill(title + " (grey: the last quarter of the budget)", int(width)))
+    return figure
