@@ -104,3 +104,31 @@ def test_the_curves_title_fits_a_figure_of_one_panel():
     box, page = figure._suptitle.get_window_extent(), figure.bbox
     assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
     assert "the last quarter" in figure._suptitle.get_text()
+
+
+def test_curves_of_different_metrics_get_their_own_range_and_label():
+    """A Mask R-CNN's validation DSB score (about 0.45) beside a U-Net's IoU (about 0.85): on one
+    shared axis the DSB curve was squeezed into the bottom of its panel, labelled with both."""
+    runs = {
+        "maskrcnn_fpn_seed0": [(100, 0.40), (200, 0.46)],
+        "maskrcnn_unetpp_seed0": [(100, 0.42), (200, 0.47)],
+        "unet_seed0": [(100, 0.80), (200, 0.86)],
+    }
+    metrics = {"maskrcnn_fpn_seed0": "dsb_score", "maskrcnn_unetpp_seed0": "dsb_score"}
+    metrics["unet_seed0"] = "iou/nucleus"
+    figure = curves.curves_figure(runs, "grid", "validation dsb_score / iou/nucleus", metrics)
+    fpn, unetpp, unet = figure.axes[:3]
+    assert fpn.get_ylim() == unetpp.get_ylim()
+    assert fpn.get_ylim()[1] < 0.5 and unet.get_ylim()[0] > 0.7
+    assert fpn.get_ylabel() == "validation dsb_score"
+    assert unet.get_ylabel() == "validation iou/nucleus"
+
+
+def test_every_column_of_curves_names_its_step_axis():
+    """Five panels in four columns: the columns whose lowest panel is in the first row once had
+    no x label (only the bottom row was labelled)."""
+    runs = {f"model{i}": [(100, 0.5), (200, 0.6)] for i in range(5)}
+    figure = curves.curves_figure(runs, "tuning", "validation miou")
+    visible = [axis for axis in figure.axes if axis.get_visible()]
+    # model0 above model4 in the first column; model1-3 alone in theirs
+    assert [axis.get_xlabel() for axis in visible] == ["", "step", "step", "step", "step"]

@@ -54,11 +54,17 @@ def steps_to_fraction(curve: list[tuple[int, float]], fraction: float = 0.95) ->
     return next(step for step, value in curve if value >= target)
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: str, ylabel: str):
+def plot_curves(
+    curves: dict[str, list[tuple[int, float]]],
+    path: str,
+    title: str,
+    ylabel: str,
+    metrics: dict[str, str] | None = None,
+):
     """``curves_figure`` written to ``path``."""
     import matplotlib.pyplot as plt
 
-    figure = curves_figure(curves, title, ylabel)
+    figure = curves_figure(curves, title, ylabel, metrics)
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -67,10 +73,20 @@ def plot_curves(curves: dict[str, list[tuple[int, float]]], path: str, title: st
 TITLE_CHARACTERS_PER_INCH = 10
 
 
-def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, ylabel: str):
+def curves_figure(
+    curves: dict[str, list[tuple[int, float]]],
+    title: str,
+    ylabel: str,
+    metrics: dict[str, str] | None = None,
+):
     """One panel per model (members differing only in seed share a panel, one line per seed),
     the last quarter of the budget shaded; the title wrapped to the figure's width (a sweep of
-    one model makes a figure one panel wide)."""
+    one model makes a figure one panel wide).
+
+    ``metrics`` names each member's validation metric where they differ (a Mask R-CNN's DSB
+    score beside a U-Net's IoU): panels of one metric share their y-range, and each panel is
+    labelled with its own metric instead of ``ylabel``.
+    """
     import textwrap
 
     import matplotlib
@@ -80,6 +96,8 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, ylabel
 
     from segjax.experiments.seeds import SEED_SUFFIX
 
+    metrics = metrics or {}
+    mixed = len(set(metrics.get(name) for name in curves)) > 1
     panels: dict[str, list[str]] = {}
     for name in curves:
         panels.setdefault(SEED_SUFFIX.sub("", name), []).append(name)
@@ -90,14 +108,17 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, ylabel
         columns,
         figsize=(4 * columns, 3 * rows),
         squeeze=False,
-        sharey=True,
+        sharey=not mixed,
         layout="constrained",  # unlike tight_layout, leaves room for the suptitle
     )
-    values = [v for curve in curves.values() for _, v in curve]
-    # Explicit limits on both ends: with shared axes, a bottom-only limit let the top clip the
-    # best (last) points, the ones the convergence criterion is about.
-    low = max(0.0, min(values) - 0.02) if values else 0.0
-    high = max(values) + 0.01 if values else 1.0
+    # Explicit limits on both ends, one range per metric: with shared axes, a bottom-only limit
+    # let the top clip the best (last) points, the ones the convergence criterion is about.
+    limits: dict[str | None, tuple[float, float]] = {}
+    for metric in set(metrics.get(name) for name in curves):
+        values = [v for n, c in curves.items() if metrics.get(n) == metric for _, v in c]
+        limits[metric] = (
+            (max(0.0, min(values) - 0.02), max(values) + 0.01) if values else (0.0, 1.0)
+        )
     for axis, (panel, names) in zip(axes.flat, panels.items(), strict=False):
         last = max(step for name in names for step, _ in curves[name])
         axis.axvspan(0.75 * last, last, color="tab:grey", alpha=0.15, lw=0)
@@ -106,16 +127,19 @@ def curves_figure(curves: dict[str, list[tuple[int, float]]], title: str, ylabel
             label = name[len(panel) :].lstrip("_") or name
             axis.plot(steps, scores, marker=".", lw=1, label=label)
         axis.set_title(panel, fontsize=9)
-        axis.set_ylim(low, high)
+        axis.set_ylim(*limits[metrics.get(names[0])])
         axis.grid(True, alpha=0.3)
+        if mixed:
+            axis.set_ylabel(f"validation {metrics.get(names[0])}")
         if names != [panel]:  # a panel of one unseeded member is named by its title
             axis.legend(fontsize=7, loc="lower right")
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    for axis in axes[:, 0]:
-        axis.set_ylabel(ylabel)
-    for axis in axes[-1]:
-        axis.set_xlabel("step")
+    if not mixed:
+        for axis in axes[:, 0]:
+            axis.set_ylabel(ylabel)
+    for column in range(columns):  # the lowest panel of each column, above any empty cells
+        axes[(len(panels) - 1 - column) // columns, column].set_xlabel("step")
     width = figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH
     figure.suptitle(textwrap.fill(title + " (grey: the last quarter of the budget)", int(width)))
     return figure

@@ -303,6 +303,7 @@ def write_convergence(experiment, rows: list[dict], workdir: str, out: str) -> d
         os.path.join(out, "curves.png"),
         f"{experiment.name}: validation {metric}",
         f"validation {metric}",
+        metrics=dict(zip((row["name"] for row in rows), metrics, strict=True)),
     )
     return figures
 
