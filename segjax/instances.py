@@ -113,11 +113,9 @@ def predict_instances(
         yield ImageInstances(index, example["name"], true, labels, scores, post)
 
 
-def score(
-    images: list[ImageInstances], threshold: float = SCORE_THRESHOLD
-) -> tuple[dict[str, float], list[dict]]:
-    """(split metrics, one record per image) of predicted against true label maps (module
-    docstring: AP over every object, the DSB score over those scoring ``threshold`` or more)."""
+def image_records(images: list[ImageInstances], threshold: float = SCORE_THRESHOLD) -> list[dict]:
+    """One record per image: its DSB score over the objects scoring ``threshold`` or more, over
+    all of them, and the object counts."""
     records = []
     for image in images:
         confident = image.confident(threshold)
@@ -133,13 +131,25 @@ def score(
         )
     if not records:
         raise ValueError("no images to score")
-    ap = im.coco_mask_ap(
+    return records
+
+
+def mask_ap(images: list[ImageInstances], records: list[dict]) -> dict[str, float]:
+    """COCO mask AP / AP50 / AP75 over every predicted object, ranked by score: the same at
+    every DSB score threshold, so a study of thresholds computes it once."""
+    return im.coco_mask_ap(
         [i.true for i in images],
         [i.predicted for i in images],
         [i.scores for i in images],
         max_detections=max(1000, max(r["predicted_objects_all"] for r in records)),
     )
-    metrics = {
+
+
+def split_metrics(
+    images: list[ImageInstances], records: list[dict], threshold: float, ap: dict[str, float]
+) -> dict[str, float]:
+    """The split's metrics from ``image_records(images, threshold)`` and ``mask_ap``."""
+    return {
         "dsb_score": float(np.mean([r["dsb_score"] for r in records])),
         "dsb_score_all": float(np.mean([r["dsb_score_all"] for r in records])),
         "score_threshold": threshold,
@@ -149,7 +159,15 @@ def score(
         "images": len(records),
         "post_seconds_per_image": float(np.mean([i.post_seconds for i in images])),
     }
-    return metrics, records
+
+
+def score(
+    images: list[ImageInstances], threshold: float = SCORE_THRESHOLD
+) -> tuple[dict[str, float], list[dict]]:
+    """(split metrics, one record per image) of predicted against true label maps (module
+    docstring: AP over every object, the DSB score over those scoring ``threshold`` or more)."""
+    records = image_records(images, threshold)
+    return split_metrics(images, records, threshold, mask_ap(images, records)), records
 
 
 def evaluate_instances(fn, state, run, split: str, splitter: Splitter | None = None) -> dict:

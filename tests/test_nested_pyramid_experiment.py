@@ -146,11 +146,12 @@ def _nuclei_folder(root, count=10, size=144):
 @pytest.mark.slow
 def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path):
     """experiments/nested_pyramid/device.sh as a lent machine runs it, on this CPU at 4 steps:
-    one member trained and its records packed; those records then committed (PREVIOUS), the
-    next loan trains only the members without one (its plan: the other 17, not that one) and,
-    with SPEED=1, times the one copied in against its own copy of the data."""
+    a U-Net and a Mask R-CNN trained and their records packed, the Mask R-CNN's with the
+    threshold study that needs its checkpoint (which does not travel back); those records then
+    committed (PREVIOUS), the next loan trains only the members without one and, with SPEED=1,
+    times one copied in against its own copy of the data."""
     data = _nuclei_folder(tmp_path / "nuclei")
-    member = "unet_resnet18_adamw1e-3"
+    member, detector = "unet_resnet18_adamw1e-3", "maskrcnn_fpn_resnet18_adamw3e-4"
     tiny = (
         f"--set total_steps=4 --set eval_every_steps=2 --set checkpoint_every_steps=2 "
         f"--set optimizer.warmup_steps=1 --set data.data_dir={tfds_dir}"
@@ -158,11 +159,13 @@ def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path
     env = {
         **cpu_env(), "VARIANT": "tuning", "DATA": str(data), "WORKDIR": str(tmp_path / "runs"),
         "OUT": str(tmp_path / "out"), "PREVIOUS": str(tmp_path / "none"), "WHEELS": "",
-        "PARALLEL": "1", "DEADLINE": "900", "ONLY": member, "EXTRA": tiny, "PY": sys.executable,
+        "PARALLEL": "1", "DEADLINE": "1200", "ONLY": f"{member},{detector}", "EXTRA": tiny,
+        "PY": sys.executable, "STUDY_FLAGS": "--nms 0.5 --scores 0.3,0.6",
     }  # fmt: skip
     script = ["bash", "experiments/nested_pyramid/device.sh"]
-    first = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert first.returncode == 0 and "finished: 1 members" in first.stdout, first.stdout[-3000:]
+    first = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert first.returncode == 0 and "finished: 2 members" in first.stdout, first.stdout[-3000:]
+    assert f"{detector}: - {detector}: best by validation DSB" in first.stdout, first.stdout[-3000:]
     previous = tmp_path / "records"
     previous.mkdir()
     with tarfile.open(tmp_path / "out" / "tuning_records.tar.gz") as archive:
@@ -170,6 +173,17 @@ def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path
     record = previous / member
     assert {"member.json", "eval_validation.json", "metrics.jsonl"} <= set(os.listdir(record))
     assert json.loads((record / "member.json").read_text())["finished"]
+    assert "thresholds_validation.json" not in os.listdir(record)  # a U-Net has no study
+    # The table of thresholds, built later from the packed study alone.
+    study = previous / detector / "thresholds_validation.json"
+    rows = json.loads(study.read_text())
+    assert [(r["nms"], r["score_threshold"]) for r in rows] == [(0.5, 0.3), (0.5, 0.6)]
+    table = tmp_path / "thresholds.md"
+    chose = [sys.executable, "experiments/nested_pyramid/threshold_choice.py"]
+    chose += ["--records", str(study), "--out", str(table)]
+    built = subprocess.run(chose, cwd=ROOT, env=cpu_env(), capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert table.read_text() == (previous / detector / "thresholds_validation.md").read_text()
 
     # The next machine keeps the data elsewhere: SPEED=1 times the member copied in with it.
     moved = data.rename(tmp_path / "nuclei_elsewhere")
@@ -184,5 +198,6 @@ def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path
     planned = next(line for line in second.stdout.splitlines() if line.startswith("to train: "))
     names = planned.removeprefix("to train: ").split(",")
     every = [m.name for m in load_experiment(f"{PATH}:tuning").members]
-    assert names == [name for name in every if name != member]
+    assert names == [name for name in every if name not in (member, detector)]
     assert "unet_resnet18_adamw3e-4" in names and "maskrcnn_fpn_resnet18_adamw1e-3" in names
+    assert "threshold study FAILED" not in second.stdout  # copied-in members have no checkpoint

@@ -11,6 +11,9 @@
 # is missing. At DEADLINE seconds the members still running are stopped (a loan is short; size
 # the budget so members finish within one); the finished members' records are packed into
 # $OUT/$VARIANT_records.tar.gz (unpack under experiments/nested_pyramid/$VARIANT/members).
+# For the tuning, each Mask R-CNN trained here then gets its threshold study (threshold_choice.py,
+# which needs the checkpoint that cannot travel back) in the last STUDY_SECONDS before DEADLINE:
+# its thresholds_validation.json is packed with the records.
 # A CPU check of this script: VARIANT=tuning ONLY=<two members> EXTRA="--set total_steps=4 ..."
 set -u
 START=$(date +%s)
@@ -23,6 +26,8 @@ DEADLINE=${DEADLINE:-480}
 ONLY=${ONLY:-}     # comma-separated member names, else every member without a record in PREVIOUS
 EXTRA=${EXTRA:-}   # more runner flags
 SPEED=${SPEED:-0}  # 1: time every finished member here, alone (those trained elsewhere too)
+STUDY_SECONDS=${STUDY_SECONDS:-$([ "$VARIANT" = tuning ] && echo 240 || echo 0)}
+STUDY_FLAGS=${STUDY_FLAGS:-}  # more threshold_choice.py flags (a CPU check: fewer settings)
 PREVIOUS=${PREVIOUS:-experiments/nested_pyramid/$VARIANT/members}
 WHEELS=${WHEELS-.whl}
 PY=${PY:-python3}
@@ -71,9 +76,10 @@ if [ "${TRAIN:-1}" = 1 ]; then
       --parallel "$PARALLEL" $SPEED_FLAG $ONLY_FLAG --set "data.path=$DATA" $EXTRA \
       > "$OUT/runner.log" 2>&1 &
   RUNNER=$!
-  while kill -0 $RUNNER 2>/dev/null && [ "$(elapsed)" -lt "$DEADLINE" ]; do sleep 5; done
+  TRAIN_DEADLINE=$(( DEADLINE - STUDY_SECONDS ))
+  while kill -0 $RUNNER 2>/dev/null && [ "$(elapsed)" -lt "$TRAIN_DEADLINE" ]; do sleep 5; done
   if kill -0 $RUNNER 2>/dev/null; then
-    echo "deadline ($DEADLINE s) reached: stopping the members still running"
+    echo "training deadline ($TRAIN_DEADLINE s) reached: stopping the members still running"
     pkill -f -- "--workdir $WORKDIR"; sleep 5
   fi
   wait $RUNNER 2>/dev/null; echo "runner exit $? at $(elapsed) s"
@@ -82,6 +88,24 @@ fi
 FINISHED=$(grep -l '"finished": true' "$WORKDIR"/*/member.json 2>/dev/null \
            | xargs -r -n1 dirname | xargs -r -n1 basename)
 echo "finished: $(echo $FINISHED | wc -w) members"
+if [ "$STUDY_SECONDS" -gt 0 ]; then
+  # PARALLEL studies at a time, each with its share of the device's memory, all stopped at
+  # DEADLINE; only members trained here have a checkpoint to study.
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=$($PY -c "print(f'{0.9 / $PARALLEL:.3f}')")
+  for m in $FINISHED; do
+    case "$m" in maskrcnn_*) ;; *) continue ;; esac
+    [ -f "$WORKDIR/$m/thresholds_validation.json" ] || [ ! -d "$WORKDIR/$m/checkpoints" ] && continue
+    while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 1; done
+    LEFT=$(( DEADLINE - $(elapsed) ))
+    [ "$LEFT" -gt 0 ] || { echo "deadline: no threshold study of $m"; continue; }
+    ( if timeout "$LEFT" $PY experiments/nested_pyramid/threshold_choice.py \
+          --workdirs "$WORKDIR/$m" --out "$WORKDIR/$m/thresholds_validation.md" $STUDY_FLAGS \
+          > "$OUT/thresholds_$m.log" 2>&1; then echo "$m: $(tail -1 "$WORKDIR/$m/thresholds_validation.md")"
+      else echo "$m: threshold study FAILED or stopped at the deadline:"; tail -3 "$OUT/thresholds_$m.log"; fi ) &
+  done
+  wait
+  unset XLA_PYTHON_CLIENT_MEM_FRACTION
+fi
 if [ "$SPEED" = 1 ]; then
   # One device times every member, so the cost table compares like with like: the members
   # copied in (trained on a CPU or an earlier machine) are timed here with this machine's data.
@@ -97,5 +121,6 @@ print(l('experiments/nested_pyramid.py:$VARIANT').size)") || exit 1
 fi
 ( cd "$WORKDIR" && tar czf "$OUT_ABS/${VARIANT}_records.tar.gz" \
     $(for m in $FINISHED; do for f in config.json dataset.json member.json eval_validation.json \
-      eval_test.json metrics.jsonl model.txt speed.json; do [ -f "$m/$f" ] && echo "$m/$f"; done; done) )
+      eval_test.json metrics.jsonl model.txt speed.json thresholds_validation.json \
+      thresholds_validation.md; do [ -f "$m/$f" ] && echo "$m/$f"; done; done) )
 ls -la "$OUT"

@@ -12,6 +12,15 @@ then each ``--scores`` value scored on the host as ``segjax.evaluate --score_thr
 (objects scoring at least the threshold count for the DSB score; mask AP ranks all of them).
 Writes a table of validation DSB score and mask AP per setting and each run's best setting, with
 what applies it (the grid's ``THRESHOLDS`` entry).
+
+The study needs the run's checkpoint, which a lent machine cannot send back (``device.sh`` runs
+it there, into each Mask R-CNN member's ``thresholds_validation.json``, packed with its
+records). ``--records`` builds the table from such files instead of from runs:
+
+    M=experiments/nested_pyramid/tuning/members
+    python experiments/nested_pyramid/threshold_choice.py \
+        --records $M/maskrcnn_fpn_resnet18_adamw1e-3/thresholds_validation.json,... \
+        --out experiments/nested_pyramid/tuning/thresholds.md
 """
 
 import dataclasses
@@ -23,8 +32,7 @@ from absl import flags
 
 from segjax import cli
 from segjax.errors import UserError
-from segjax.instances import jit_instances, predict_instances
-from segjax.instances import score as score_instances
+from segjax.instances import image_records, jit_instances, mask_ap, predict_instances, split_metrics
 from segjax.models import is_instance_model
 from segjax.runs import restore_for_evaluation
 from segjax.workdir import write_atomically
@@ -32,8 +40,11 @@ from segjax.workdir import write_atomically
 
 def define_flags() -> None:
     flags.DEFINE_list("workdirs", None, "Mask R-CNN runs (comma-separated)")
+    flags.DEFINE_list("records", None, "instead of runs: the .json of earlier studies' --out")
     flags.DEFINE_string("split", "validation", "the split the choice is made on")
-    flags.DEFINE_list("nms", ["0.3", "0.4", "0.5", "0.6", "0.7"], "detection NMS IoU thresholds")
+    # The first tuning run studied 0.1 to 0.7: best at 0.2 (validation DSB 0.5106), 0.1 and 0.3
+    # within 0.0014 of it, 0.6 and 0.7 at 0.5002 and 0.4873 (its thresholds_validation.md).
+    flags.DEFINE_list("nms", ["0.1", "0.2", "0.3", "0.4", "0.5"], "detection NMS IoU thresholds")
     flags.DEFINE_list(
         "scores", ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"], "DSB score thresholds"
     )
@@ -59,8 +70,11 @@ def study(workdir: str, split: str, nms: list[float], scores: list[float], min_a
         variant = with_nms(run, threshold)
         fn = jit_instances(variant)
         images = list(predict_instances(fn, state, variant, split, None, min_area))
+        ap = None  # ranks every object: the same at every score threshold
         for cut in scores:
-            metrics, _ = score_instances(images, cut)
+            records = image_records(images, cut)
+            ap = ap or mask_ap(images, records)
+            metrics = split_metrics(images, records, cut, ap)
             rows.append(
                 {
                     "run": name,
@@ -105,6 +119,37 @@ def table(rows: list[dict], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+ROW_KEYS = (
+    "run",
+    "nms",
+    "score_threshold",
+    "dsb_score",
+    "mask_ap",
+    "mask_ap50",
+    "objects",
+    "true_objects",
+)
+
+
+def read_records(paths: list[str]) -> list[dict]:
+    """The rows of earlier studies, in the order given, or a UserError naming the file."""
+    rows = []
+    for path in paths:
+        try:
+            with open(path) as file:
+                found = json.load(file)
+        except (OSError, ValueError) as error:
+            raise UserError(f"--records: {path}: {error}") from None
+        if not isinstance(found, list) or not found:
+            raise UserError(f"--records: {path}: not a list of study rows")
+        for row in found:
+            missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+            if missing:
+                raise UserError(f"--records: {path}: a row without {', '.join(missing)}")
+        rows += found
+    return rows
+
+
 def _fractions(name: str, values: list[str]) -> list[float]:
     """A list flag's entries as numbers in (0, 1), or a UserError naming the flag."""
     try:
@@ -118,17 +163,21 @@ def _fractions(name: str, values: list[str]) -> list[float]:
 
 def main(argv) -> int:
     cli.positional(argv)
-    cli.require("workdirs")
     args = flags.FLAGS
-    nms, scores = _fractions("nms", args.nms), _fractions("scores", args.scores)
-    for workdir in args.workdirs:
-        if not os.path.isdir(workdir):
-            raise UserError(f"--workdirs: {workdir}: no such run directory")
-    rows = list(
-        itertools.chain.from_iterable(
-            study(w, args.split, nms, scores, args.min_area) for w in args.workdirs
+    if bool(args.workdirs) == bool(args.records):
+        raise UserError("give either --workdirs (runs to study) or --records (earlier studies)")
+    if args.records:
+        rows = read_records(args.records)
+    else:
+        nms, scores = _fractions("nms", args.nms), _fractions("scores", args.scores)
+        for workdir in args.workdirs:
+            if not os.path.isdir(workdir):
+                raise UserError(f"--workdirs: {workdir}: no such run directory")
+        rows = list(
+            itertools.chain.from_iterable(
+                study(w, args.split, nms, scores, args.min_area) for w in args.workdirs
+            )
         )
-    )
     text = table(rows, args.split)
     print("\n" + text)
     if args.out:
