@@ -198,6 +198,43 @@ def get_experiment():
 """
 
 
+def test_sigterm_stops_the_sweep_with_its_member_saved(tfds_dir, shapes_small, tmp_path):
+    """SIGTERM to the runner alone (a batch system's stop): it once died at once, leaving its
+    member's log empty and the training, its output pipe gone, to die without saving. Now the
+    training saves, nothing new starts, and the runner says how to resume."""
+    long = EXPERIMENT.replace('"total_steps": 4', '"total_steps": 100000')
+    path = tmp_path / "long.py"
+    path.write_text(long)
+    workdir = tmp_path / "sweep"
+    process = subprocess.Popen(
+        runner(path, workdir, tfds_dir, "--nospeed", "--set=checkpoint_every_steps=100000"),
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = workdir / "first"
+    deadline = time.time() + 300
+    while "first_step_sec" not in _text(first / "metrics.jsonl"):
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stdout[-3000:] + stderr[-3000:]
+    assert "SIGTERM: the sweep stopped" in stderr, stderr[-3000:]
+    log = (first / "train.log").read_text()
+    assert "SIGTERM: saved step" in log, log[-3000:]
+    assert [p for p in (first / "checkpoints").iterdir() if p.name.isdigit()]
+    assert not json.loads((first / "member.json").read_text())["finished"]
+    assert not (first / "eval.log").exists() and not (workdir / "second").exists()
+
+
+def _text(path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
 def test_bad_members_are_refused_up_front_and_a_failing_member_does_not_stop_the_rest(
     tfds_dir, shapes_small, tmp_path
 ):

@@ -10,6 +10,10 @@ training resumes from its last checkpoint. ``--only a,b`` runs some members; ``-
 overrides a config key for every member (e.g. ``data.path``). At the end the finished members'
 results are collected into ``<workdir>/results.json``.
 
+SIGTERM or Ctrl-C stops the sweep without losing work: the runner passes SIGTERM on to the
+members' processes (a training saves a checkpoint at its next step and exits), starts nothing new,
+and exits 1 once they have stopped; the same command resumes.
+
 ``--parallel N`` trains and evaluates N members at once, each in processes of its own, on the
 same devices: a sweep's members rarely fill an accelerator. Each process gets 1/N of the device
 memory (``XLA_PYTHON_CLIENT_MEM_FRACTION``), their output lines are prefixed with the member's
@@ -21,6 +25,7 @@ another. Every member's processes share one compilation cache (``<workdir>/jax_c
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -96,13 +101,47 @@ def member_commands(member: Member, workdir: str, experiment: Experiment, extra:
 _PRINTING = threading.Lock()  # one member's line at a time on the terminal
 
 
+class Stopped(RunError):
+    """The sweep was asked to stop (SIGTERM, Ctrl-C); its members kept what they had saved."""
+
+
+class _Members:
+    """The members' running processes. A stop request (``stop``, the runner's SIGTERM and SIGINT
+    handler) is passed on to them as SIGTERM, on which a training saves at its next step and
+    exits, and keeps any new phase from starting. Without it the runner died at once, and its
+    members, their output pipe gone, died at their next line without saving."""
+
+    def __init__(self):
+        self.running: set[subprocess.Popen] = set()
+        self.signal_name: str | None = None
+
+    def stop(self, signum, frame=None) -> None:
+        del frame
+        self.signal_name = signal.Signals(signum).name
+        for process in list(self.running):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    def check(self) -> None:
+        if self.signal_name is not None:
+            raise Stopped(
+                f"{self.signal_name}: the sweep stopped, each member at its last checkpoint; "
+                "re-run the same command to resume"
+            )
+
+
+MEMBERS = _Members()
+
+
 def run_logged(
     command: list[str], log_path: str, on_line=None, env: dict | None = None, prefix: str = ""
 ) -> int:
     """Runs ``command`` (``env`` added to the environment), its output both on the terminal,
-    each line after ``prefix``, and appended to ``log_path``; ``on_line()`` is called after
-    each line of output."""
-    with open(log_path, "a") as log:
+    each line after ``prefix``, and appended to ``log_path`` line by line (a runner killed
+    outright keeps every line so far); ``on_line()`` is called after each line of output.
+    Raises ``Stopped`` instead of starting it, or once it has ended, after a stop request."""
+    MEMBERS.check()
+    with open(log_path, "a", buffering=1) as log:
         log.write(f"$ {' '.join(command)}\n")
         process = subprocess.Popen(
             command,
@@ -112,14 +151,20 @@ def run_logged(
             bufsize=1,
             env={**os.environ, **(env or {})},
         )
-        for line in process.stdout:
-            with _PRINTING:
-                sys.stdout.write(prefix + line)
-                sys.stdout.flush()
-            log.write(line)
-            if on_line is not None:
-                on_line()
-        return process.wait()
+        MEMBERS.running.add(process)
+        try:
+            for line in process.stdout:
+                with _PRINTING:
+                    sys.stdout.write(prefix + line)
+                    sys.stdout.flush()
+                log.write(line)
+                if on_line is not None:
+                    on_line()
+            code = process.wait()
+        finally:
+            MEMBERS.running.discard(process)
+    MEMBERS.check()  # a training stopped on request exits 0: not a finished phase
+    return code
 
 
 # How often a running phase's wall time so far is written to member.json, so that an attempt
@@ -168,8 +213,10 @@ def run_member(
                 write_status(directory, status)
                 written = now
 
-        code = run_logged(command, os.path.join(directory, f"{phase}.log"), record, env, prefix)
-        record(force=True)
+        try:
+            code = run_logged(command, os.path.join(directory, f"{phase}.log"), record, env, prefix)
+        finally:
+            record(force=True)
         if code != 0:
             raise RunError(
                 f"member {member.name!r}: {phase} exited with {code}; see {directory}/{phase}.log"
@@ -208,6 +255,8 @@ def main(argv) -> int:
     if not args.dry_run:
         check_members(members, extra)
         check_recorded(members, args.workdir, extra)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, MEMBERS.stop)
     start, failed = time.time(), []
     plan = [
         (f"[{position}/{len(members)}] {member.name}", member)
@@ -227,6 +276,8 @@ def main(argv) -> int:
         )
         try:
             run_member(member, args.workdir, experiment, extra, phases, env, prefix)
+        except Stopped:
+            raise
         except RunError as error:  # one member's failure does not stop the others
             say(f"{header}: FAILED: {error}")
             failed.append(f"{member.name} ({error})")
