@@ -143,6 +143,28 @@ def _nuclei_folder(root, count=10, size=144):
     return root
 
 
+def test_threshold_table_flags_a_best_setting_at_an_end_of_the_studied_range():
+    """A choice at an end of the grid may have a better value beyond it (the second tuning run
+    was best at the then-last score threshold), so the table says to widen the range first."""
+    choice = load_module("experiments/nested_pyramid/threshold_choice.py", "threshold_choice")
+    grid = [(n, s) for n in (0.1, 0.2, 0.3) for s in (0.5, 0.7, 0.9)]
+    peaks = {"inner": (0.2, 0.7), "score_end": (0.2, 0.9), "corner": (0.1, 0.9)}
+    keys = dict(mask_ap=0.5, mask_ap50=0.8, objects=40.0, true_objects=45.0)
+    rows = [
+        {"run": run, "nms": n, "score_threshold": s, "dsb_score": 1 - abs(n - a) - abs(s - b)}
+        | keys
+        for run, (a, b) in peaks.items()
+        for n, s in grid
+    ]
+    lines = {line.split(":")[0]: line for line in choice.table(rows, "validation").splitlines()
+             if line.startswith("- ")}  # fmt: skip
+    assert "AT AN END" not in lines["- inner"] and "`(0.2, 0.7)`" in lines["- inner"]
+    assert lines["- score_end"].endswith("AT AN END of the studied --scores 0.9: widen it first")
+    assert "studied --nms 0.1, --scores 0.9:" in lines["- corner"]
+    single = [dict(r, run="one_nms") for r in rows if r["run"] == "inner" and r["nms"] == 0.2]
+    assert "AT AN END of the studied --scores" not in choice.table(single, "validation")  # 0.7
+
+
 @pytest.mark.slow
 def test_device_script_trains_what_has_no_record_and_packs_it(tfds_dir, tmp_path):
     """experiments/nested_pyramid/device.sh as a lent machine runs it, on this CPU at 4 steps:
