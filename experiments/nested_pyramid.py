@@ -92,7 +92,8 @@ EXTENDED: dict[str, tuple[float, ...]] = {"unet_resnet18": (1e-4,)}
 # model -> AdamW rate; Mask R-CNN model -> (detection NMS IoU threshold, score threshold) from
 # threshold_choice.py; the U-Net's splitting (method, watershed seed height, least object area)
 # from experiments/instances/splitter_choice.py, both on the validation split.
-CHOSEN: dict[str, float] = {"unet_resnet18": 3e-4}
+# Mask R-CNN/FPN/ResNet-18 (tuning.md): 0.4643 / 0.5064 / 0.2293 at 3e-4 / 1e-3 / 3e-3.
+CHOSEN: dict[str, float] = {"unet_resnet18": 3e-4, "maskrcnn_fpn_resnet18": 1e-3}
 THRESHOLDS: dict[str, tuple[float, float]] = {}
 # splitter_choice.md (validation, the 3e-4 run): components with objects of 16+ pixels, 0.4563,
 # above the best watershed (seed height 16, also 16+ pixels), 0.4281, which is reported beside it.
